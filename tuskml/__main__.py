@@ -1,0 +1,3 @@
+from tuskml.core.cli import main
+
+main()

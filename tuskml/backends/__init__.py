@@ -1,0 +1,1 @@
+"""Inference engines (SparseEngine) that turn trained models into code for hardware targets."""

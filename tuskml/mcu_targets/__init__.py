@@ -1,0 +1,1 @@
+"""Hardware targets: boards, toolchains, emulators, linker scripts and startup code."""
