@@ -27,6 +27,10 @@ ENTRY_POINT_GROUP = "tuskml"
 
 #: Built-in plugins: plugin name -> module holding its hookimpls. Each loads lazily-built components.
 BUILTIN_PLUGINS: dict[str, str] = {
+    "mcu-targets": "tuskml.mcu_targets._plugin",
+    "sparseengine": "tuskml.backends._plugin",
+    "tinyformer": "tuskml.plugins.tinyformer._plugin",
+    "mammoth2": "tuskml.plugins.mammoth2._plugin",
 }
 
 

@@ -1,0 +1,5 @@
+"""Hookimpls of the built-in ``sparseengine`` plugin: engine backends (reference, c, tinygrad)."""
+
+from __future__ import annotations
+
+from tuskml.core.hookspecs import hookimpl
