@@ -141,3 +141,72 @@ def all_components() -> list[tuple[str, str]]:
     from tuskml.core.plugins import get_registries
 
     return [(kind, name) for kind, registry in get_registries().items() for name in registry]
+
+
+def config_strategy(config_cls: type, *, _depth: int = 0) -> Any:
+    """A hypothesis strategy of valid-looking instances of an attrs config class.
+
+    Values stay near each field's default (so validators mostly accept them); instances that a
+    validator rejects are filtered out. Nested kind-base fields draw from the registered components
+    of that kind.
+    """
+    import typing
+
+    from hypothesis import strategies as st
+
+    from tuskml.core.config import _BASE_TO_KIND
+
+    def for_type(tp: Any, default: Any) -> Any:
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if tp is bool:
+            return st.booleans()
+        if tp is int:
+            hi = max(8, abs(default) * 2 if isinstance(default, int) else 8)
+            lo = 0 if not isinstance(default, int) or default >= 0 else -hi
+            return st.integers(lo, hi)
+        if tp is float:
+            d = abs(default) if isinstance(default, (int, float)) else 1.0
+            return st.floats(0.0, max(2 * d, 1.0), allow_nan=False, allow_infinity=False)
+        if tp is str:
+            return st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", min_size=1, max_size=12)
+        if origin is typing.Literal:
+            return st.sampled_from(args)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            non_none = [a for a in args if a is not type(None)]
+            inner = st.one_of(*[for_type(a, default) for a in non_none]) if non_none else st.nothing()
+            return st.one_of(st.none(), inner) if type(None) in args else inner
+        if origin is tuple:
+            if len(args) == 2 and args[1] is Ellipsis:
+                elem_default = default[0] if default else None
+                n = len(default) if isinstance(default, tuple) else 2
+                return st.lists(for_type(args[0], elem_default), min_size=n, max_size=n).map(tuple)
+            return st.tuples(*[for_type(a, None) for a in args])
+        if isinstance(tp, type) and tp in _BASE_TO_KIND:
+            if _depth > 2:
+                return st.just(default)
+            names = get_registry(_BASE_TO_KIND[tp]).names()
+            return st.sampled_from(names).flatmap(
+                lambda n: config_strategy(get_registry(_BASE_TO_KIND[tp]).get(n).config_cls, _depth=_depth + 1))
+        if isinstance(tp, type) and attrs.has(tp):
+            return config_strategy(tp, _depth=_depth + 1)
+        return st.just(default)
+
+    hints = typing.get_type_hints(config_cls)
+    fields = {}
+    for field in attrs.fields(config_cls):
+        if not field.init:
+            continue
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory() if not default.takes_self else None
+        fields[field.name] = st.one_of(st.just(default), for_type(hints.get(field.name, Any), default)) \
+            if default is not attrs.NOTHING else for_type(hints.get(field.name, Any), None)
+
+    def build(values: dict[str, Any]) -> Any:
+        try:
+            return config_cls(**values)
+        except (ValueError, TypeError):
+            return None
+
+    return st.fixed_dictionaries(fields).map(build).filter(lambda c: c is not None)

@@ -1,0 +1,1 @@
+"""An example tuskml plugin package. See plugin.py: the whole plugin is about 20 lines."""
