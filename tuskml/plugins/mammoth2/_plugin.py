@@ -3,3 +3,48 @@
 from __future__ import annotations
 
 from tuskml.core.hookspecs import hookimpl
+
+
+# --- M1: AR side (backbones, generation experts, tokenizers) ---------------------------------------
+from tuskml.core.registry import ComponentSpec  # noqa: E402
+from tuskml.plugins.mammoth2 import configs_ar  # noqa: E402
+
+_M = "tuskml.plugins.mammoth2"
+
+
+@hookimpl
+def tuskml_backbones():
+    yield ComponentSpec(name="mammoth2-ar", factory=f"{_M}.ar:Mammoth2AR", config_cls=configs_ar.Mammoth2ARConfig,
+                        description="Qwen3-style decoder (RMSNorm, RoPE, GQA, QK-norm, SwiGLU) with a separate "
+                                    "generation vocabulary, KV cache and hard-routed generation experts")
+    yield ComponentSpec(name="hf-causal-lm", factory=f"{_M}.hf_backbone:HFCausalLMBackbone",
+                        config_cls=configs_ar.HFCausalLMConfig,
+                        description="a transformers causal LM (e.g. Qwen3, local folder or config) with a "
+                                    "generation vocabulary and experts added by module surgery")
+    yield ComponentSpec(name="timm-vit", factory=f"{_M}.vit:TimmViTEncoder", config_cls=configs_ar.TimmViTConfig,
+                        description="timm ViT understanding encoder (no download; optional local weights) "
+                                    "returning patch features [B, N, D]")
+
+
+@hookimpl
+def tuskml_experts():
+    yield ComponentSpec(name="ffn", factory=f"{_M}.experts:ExpertPlan", config_cls=configs_ar.FFNExpertsConfig,
+                        description="generation-token FFN copies in layers [start, end), routed by token id")
+    yield ComponentSpec(name="ffn-attention", factory=f"{_M}.experts:ExpertPlan",
+                        config_cls=configs_ar.FFNAttentionExpertsConfig,
+                        description="generation-token FFN and Q/K/V/O projections in layers [start, end)")
+    yield ComponentSpec(name="none", factory=f"{_M}.experts:ExpertPlan", config_cls=configs_ar.NoExpertsConfig,
+                        description="no generation experts: all tokens share every weight")
+
+
+@hookimpl
+def tuskml_tokenizers():
+    yield ComponentSpec(name="bytes", factory=f"{_M}.text_tokenizers:ByteTokenizer",
+                        config_cls=configs_ar.BytesTokenizerConfig,
+                        description="UTF-8 byte-level text tokenizer with special-role ids; no download")
+    yield ComponentSpec(name="hf-tokenizer", factory=f"{_M}.text_tokenizers:HFTokenizer",
+                        config_cls=configs_ar.HFTokenizerConfig,
+                        description="a tokenizer.json from a local path (tokenizers package) with special roles")
+    yield ComponentSpec(name="vq", factory=f"{_M}.vq:VQTokenizer", config_cls=configs_ar.VQTokenizerConfig,
+                        description="trainable discrete visual tokenizer: conv encoder, L2-normalised codebook "
+                                    "(rotation trick or straight-through), conv decoder")

@@ -1,0 +1,215 @@
+"""Configs of the mammoth2 AR-side components: backbones, generation experts, tokenizers.
+
+Torch-free on purpose: the plugin's hookimpls import this module, and ``import tuskml`` /
+``tuskml plugins list`` must not import torch. Defaults build toy-sized components (well under a
+second on a CPU); real sizes are overrides or presets.
+
+A field whose default is not ``None`` never takes ``None`` (TOML has no null, so such a value would
+not survive a round trip); "use the architecture's own value" is written ``0`` where needed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import attrs
+
+import tuskml
+
+_ge0 = attrs.validators.ge(0)
+_ge1 = attrs.validators.ge(1)
+_gt0 = attrs.validators.gt(0)
+
+
+# --- generation experts ---------------------------------------------------------------------------------
+
+
+def _check_layer_range(instance: FFNExpertsConfig, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value <= instance.start_layer:
+        raise ValueError(f"end_layer={value} must be greater than start_layer={instance.start_layer} (or None for all)")
+
+
+@tuskml.config_class
+class FFNExpertsConfig(tuskml.ExpertsConfig):
+    """Hard-routed generation FFN copies in decoder layers ``[start_layer, end_layer)``.
+
+    A token whose id is ``>= gen_vocab_start`` goes through the layer's generation FFN, any other
+    token through the original FFN; attention and norms are shared. The reference puts experts in
+    the deep layers only (after layer 14 of 36) and initialises them randomly; ``init="copy"``
+    starts them from the text FFN instead (useful with pretrained backbones).
+    """
+
+    start_layer: int = attrs.field(default=0, validator=_ge0)
+    end_layer: int | None = attrs.field(default=None, validator=_check_layer_range)
+    init: Literal["random", "copy"] = "random"
+
+
+@tuskml.config_class
+class FFNAttentionExpertsConfig(FFNExpertsConfig):
+    """Like ``ffn``, and generation tokens also get their own Q/K/V/O projections in those layers."""
+
+
+@tuskml.config_class
+class NoExpertsConfig(tuskml.ExpertsConfig):
+    """No generation experts: every token uses the shared FFN and attention (ablation baseline)."""
+
+
+# --- backbones ----------------------------------------------------------------------------------------
+
+
+@tuskml.config_class
+class Mammoth2ARConfig(tuskml.BackboneConfig):
+    """Qwen3-style decoder with a text vocabulary plus a separate generation (visual) vocabulary.
+
+    Token ids ``< text_vocab_size`` are text; ids in ``[text_vocab_size, text_vocab_size +
+    gen_vocab_size)`` are generation tokens with their own embedding table and head. The model that
+    owns this backbone sets the two vocabulary sizes from its tokenizers.
+    """
+
+    text_vocab_size: int = attrs.field(default=264, validator=_ge1)
+    gen_vocab_size: int = attrs.field(default=64, validator=_ge1)
+    hidden_size: int = attrs.field(default=64, validator=_ge1)
+    num_layers: int = attrs.field(default=2, validator=_ge1)
+    num_heads: int = attrs.field(default=4, validator=_ge1)
+    num_kv_heads: int = attrs.field(default=2, validator=_ge1)
+    head_dim: int = attrs.field(default=16, validator=_ge1)
+    intermediate_size: int = attrs.field(default=128, validator=_ge1)
+    rope_theta: float = attrs.field(default=1_000_000.0, validator=_gt0)
+    rms_norm_eps: float = attrs.field(default=1e-6, validator=_gt0)
+    qk_norm: bool = True
+    attention_bias: bool = False
+    tie_text_embeddings: bool = False
+    init_std: float = attrs.field(default=0.02, validator=_gt0)
+    experts: tuskml.ExpertsConfig = attrs.field(factory=FFNExpertsConfig)
+
+    def __attrs_post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+
+
+#: A tiny random Qwen3 (transformers ``Qwen3Config`` keys), the default of ``hf-causal-lm``.
+TINY_QWEN3_CONFIG: dict[str, object] = {
+    "model_type": "qwen3",
+    "vocab_size": 264,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 4096,
+    "rope_theta": 1_000_000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+}
+
+
+@tuskml.config_class
+class HFCausalLMConfig(tuskml.BackboneConfig):
+    """A transformers causal LM (e.g. Qwen3) plus a generation vocabulary and experts, by module surgery.
+
+    ``model_path``: a local folder holding ``config.json`` + weights (``save_pretrained`` layout);
+    nothing is downloaded. Without it the model is built with random weights from ``hf_config_json``
+    (a JSON object of transformers config keys including ``model_type``). ``text_vocab_size`` 0 keeps
+    the model's own vocabulary; another value resizes its embeddings and head.
+    """
+
+    model_path: str | None = None
+    hf_config_json: str = json.dumps(TINY_QWEN3_CONFIG, sort_keys=True)
+    text_vocab_size: int = attrs.field(default=0, validator=_ge0)
+    gen_vocab_size: int = attrs.field(default=64, validator=_ge1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    init_std: float = attrs.field(default=0.02, validator=_gt0)
+    experts: tuskml.ExpertsConfig = attrs.field(factory=FFNExpertsConfig)
+
+
+@tuskml.config_class
+class TimmViTConfig(tuskml.BackboneConfig):
+    """Understanding vision encoder from timm (``pretrained=False``; weights only from a local file).
+
+    ``embed_dim``/``depth``/``num_heads`` override the architecture of ``model_name``; 0 keeps the
+    architecture's own value. ``weights_path`` (``.safetensors``/``.pth``/``.bin``) is loaded after
+    building, with the position embedding resampled to ``img_size``/``patch_size`` when needed.
+    """
+
+    model_name: str = "vit_tiny_patch16_224"
+    img_size: int = attrs.field(default=32, validator=_ge1)
+    patch_size: int = attrs.field(default=8, validator=_ge1)
+    embed_dim: int = attrs.field(default=64, validator=_ge0)
+    depth: int = attrs.field(default=2, validator=_ge0)
+    num_heads: int = attrs.field(default=4, validator=_ge0)
+    in_chans: int = attrs.field(default=3, validator=_ge1)
+    weights_path: str | None = None
+    keep_prefix_tokens: bool = False
+    imagenet_normalize: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}")
+
+
+# --- tokenizers ---------------------------------------------------------------------------------------
+
+#: Roles every text tokenizer provides in its ``special`` dict, so the model never hard-codes ids.
+SPECIAL_ROLES: tuple[str, ...] = (
+    "pad", "bos", "eos", "image_start", "image_end", "eol", "eof", "image_placeholder",
+)
+
+
+@tuskml.config_class
+class BytesTokenizerConfig(tuskml.TokenizerConfig):
+    """UTF-8 bytes as ids 0..255, then one id per special role (and per ``extra_special_tokens``)."""
+
+    extra_special_tokens: tuple[str, ...] = ()
+
+
+@tuskml.config_class
+class HFTokenizerConfig(tuskml.TokenizerConfig):
+    """A ``tokenizer.json`` read with the ``tokenizers`` package from a local file or folder.
+
+    Each ``*_token`` names the token string used for that role; strings the tokenizer lacks are
+    added as special tokens (new ids after its vocabulary). Without ``path`` an untrained byte-level
+    tokenizer (256 byte tokens, no merges) is built in memory, so the default config needs no file.
+    """
+
+    path: str | None = None
+    pad_token: str = "<|pad|>"
+    bos_token: str = "<|bos|>"
+    eos_token: str = "<|eos|>"
+    image_start_token: str = "<|image_start|>"
+    image_end_token: str = "<|image_end|>"
+    eol_token: str = "<|eol|>"
+    eof_token: str = "<|eof|>"
+    image_placeholder_token: str = "<|image_pad|>"
+
+
+@tuskml.config_class
+class VQTokenizerConfig(tuskml.TokenizerConfig):
+    """Trainable discrete visual tokenizer: conv encoder -> 1x1 projection to a low-dim L2-normalised
+    codebook -> conv decoder (the reference's MammothTok uses a ViT encoder and an 8-d codebook of
+    16,384 codes at 448 px; this toy default is 32 px -> 8x8 codes of 256).
+
+    ``quantizer``: ``rotation`` (gradients pass through the rotation taking the encoder output onto its
+    code, Fifty et al. 2024) or ``straight-through`` (identity gradient).
+    """
+
+    image_size: int = attrs.field(default=32, validator=_ge1)
+    in_channels: int = attrs.field(default=3, validator=_ge1)
+    hidden_channels: int = attrs.field(default=32, validator=_ge1)
+    num_downsamples: int = attrs.field(default=2, validator=_ge0)
+    num_res_blocks: int = attrs.field(default=1, validator=_ge0)
+    codebook_size: int = attrs.field(default=256, validator=_ge1)
+    code_dim: int = attrs.field(default=8, validator=_ge1)
+    quantizer: Literal["rotation", "straight-through"] = "rotation"
+    commitment_weight: float = attrs.field(default=0.25, validator=_ge0)
+    codebook_weight: float = attrs.field(default=1.0, validator=_ge0)
+
+    def __attrs_post_init__(self) -> None:
+        if self.image_size % (2**self.num_downsamples):
+            raise ValueError(
+                f"image_size={self.image_size} is not divisible by 2**num_downsamples={2**self.num_downsamples}"
+            )
