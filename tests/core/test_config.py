@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -26,7 +27,7 @@ def test_configs_are_frozen_and_keyword_only(toy):
     with pytest.raises(TypeError):
         ToyDecoderConfig(8)  # type: ignore[misc]
     cfg = ToyDecoderConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         cfg.width = 3  # type: ignore[misc]
 
 

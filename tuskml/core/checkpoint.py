@@ -124,7 +124,7 @@ def load(path: str | os.PathLike[str], *, device: str = "cpu", strict: bool = Tr
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{p}: the stored config is not valid JSON: {exc}") from exc
     raw.pop("type", None)
-    config = structure_config(raw, spec.config_cls, source=f"{p} (stored config)")
+    config: Any = structure_config(raw, spec.config_cls, source=f"{p} (stored config)")
     module = create(kind, config)
     try:
         missing, unexpected = load_model(module, str(p), strict=False, device=device)

@@ -229,7 +229,7 @@ def unstructure_config(config: Any) -> dict[str, Any]:
     """Config object -> plain dict; component configs carry their ``type`` name."""
     conv = get_converter()
     data = conv.unstructure(config, type(config))
-    if isinstance(config, ComponentConfig) and getattr(type(config), "__tuskml_kind__", ""):
+    if isinstance(config, ComponentConfig) and type(config).__tuskml_kind__:
         data = {"type": component_name(config), **data}
     return data
 

@@ -45,6 +45,7 @@ def tuskml_backbones() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="tiny-mlp", factory=build, config_cls=TinyMLPConfig,
                                        description="one linear layer")
     """
+    return []
 
 
 @hookspec
@@ -58,6 +59,7 @@ def tuskml_experts() -> Iterable[ComponentSpec]:
             return [tuskml.ComponentSpec(name="my-experts", factory="my_pkg.experts:build",
                                          config_cls=MyExpertsConfig)]
     """
+    return []
 
 
 @hookspec
@@ -71,6 +73,7 @@ def tuskml_tokenizers() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-bytes", factory="my_pkg.tok:ByteTokenizer",
                                        config_cls=MyBytesConfig, description="bytes + 3 specials")
     """
+    return []
 
 
 @hookspec
@@ -84,6 +87,7 @@ def tuskml_aligners() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-aligner", factory="my_pkg.align:build",
                                        config_cls=MyAlignerConfig)
     """
+    return []
 
 
 @hookspec
@@ -97,6 +101,7 @@ def tuskml_decoders() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-dit", factory="my_pkg.dit:MyDiT",
                                        config_cls=MyDiTConfig, description="a tiny DiT")
     """
+    return []
 
 
 @hookspec
@@ -110,6 +115,7 @@ def tuskml_datasets() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-data", factory="my_pkg.data:load",
                                        config_cls=MyDataConfig)
     """
+    return []
 
 
 @hookspec
@@ -123,6 +129,7 @@ def tuskml_search_spaces() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-space", factory="my_pkg.space:build",
                                        config_cls=MySpaceConfig)
     """
+    return []
 
 
 @hookspec
@@ -136,6 +143,7 @@ def tuskml_search_strategies() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-search", factory="my_pkg.search:build",
                                        config_cls=MySearchConfig)
     """
+    return []
 
 
 @hookspec
@@ -149,6 +157,7 @@ def tuskml_engine_backends() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-backend", factory="my_pkg.engine:build",
                                        config_cls=MyBackendConfig)
     """
+    return []
 
 
 @hookspec
@@ -167,6 +176,7 @@ def tuskml_hardware_targets() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-board", factory=lambda cfg: cfg,
                                        config_cls=MyBoardConfig)
     """
+    return []
 
 
 @hookspec
@@ -180,6 +190,7 @@ def tuskml_codecs() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-vae", factory="my_pkg.vae:MyVAE",
                                        config_cls=MyVAEConfig)
     """
+    return []
 
 
 @hookspec
@@ -193,6 +204,7 @@ def tuskml_models() -> Iterable[ComponentSpec]:
             yield tuskml.ComponentSpec(name="my-model", factory="my_pkg.model:MyModel",
                                        config_cls=MyModelConfig)
     """
+    return []
 
 
 @hookspec
@@ -213,6 +225,7 @@ def tuskml_cli_commands(cli: Any) -> None:
             def hello(name):
                 click.echo(f"hello {name}")
     """
+    return None
 
 
 #: registry kind -> hook name
