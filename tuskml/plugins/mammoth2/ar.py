@@ -1,0 +1,332 @@
+"""``mammoth2-ar``: the autoregressive backbone of MammothModa2, a Qwen3-style decoder.
+
+RMSNorm pre-norm blocks, RoPE, grouped-query attention with QK RMSNorm, SwiGLU FFN (Qwen3), plus
+what MammothModa2 adds for generation:
+
+* a generation (visual-token) vocabulary after the text vocabulary, with its own embedding table
+  and its own head; the logits are ``[text logits | generation logits]``;
+* hard-routed generation experts: in the layers chosen by the experts config, tokens with
+  ``id >= gen_vocab_start`` use a separate FFN (and, with ``ffn-attention``, separate Q/K/V/O);
+* a KV cache (``kv_cache.KVCache``) for sampling.
+
+Parameter names match transformers' Qwen3 minus the ``model.`` prefix, so
+:meth:`Mammoth2AR.load_qwen3_state_dict` takes a Qwen3 checkpoint as is. ``hidden_states`` follows
+transformers too: the embeddings, then each layer's output, the last one after the final norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import tuskml
+from tuskml.core.errors import TuskmlError
+from tuskml.plugins.mammoth2.configs_ar import Mammoth2ARConfig
+from tuskml.plugins.mammoth2.experts import ExpertPlan, init_linear_weights, route_tokens
+from tuskml.plugins.mammoth2.kv_cache import KVCache
+from tuskml.plugins.mammoth2.layers import RMSNorm, SwiGLU, apply_rope, rope_cos_sin, rope_inverse_frequencies, scaled_dot_product_gqa
+
+
+class BackboneInputError(TuskmlError, ValueError):
+    """Input ids, masks, embeddings or a cache that do not fit the backbone."""
+
+
+@dataclass
+class BackboneOutput:
+    """``logits [B, T, text_vocab + gen_vocab]``; ``hidden_states``: ``num_layers + 1`` tensors
+    ``[B, T, D]`` or None; ``past_key_values``: the cache to pass to the next call, or None."""
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    past_key_values: Any = None
+
+
+# --- masks and positions, shared with hf_backbone ------------------------------------------------------
+
+
+def full_key_mask(attention_mask: torch.Tensor | None, past_mask: torch.Tensor | None, batch: int, past_len: int,
+                  new_len: int, device: torch.device) -> torch.Tensor | None:
+    """The padding mask of all keys (cached + new) ``[B, past + T]``, or None if nothing is padded.
+
+    ``attention_mask`` may cover the new tokens only (``[B, T]``) or all of them (``[B, past + T]``).
+    """
+    if attention_mask is None:
+        if past_mask is None:
+            return None
+        return torch.cat((past_mask, torch.ones(batch, new_len, dtype=torch.bool, device=device)), dim=1)
+    mask = attention_mask.to(device=device, dtype=torch.bool)
+    if mask.dim() != 2 or mask.shape[0] != batch:
+        raise BackboneInputError(f"attention_mask must be Bool[B={batch}, T], got shape {tuple(attention_mask.shape)}")
+    if mask.shape[1] == past_len + new_len:
+        return mask
+    if mask.shape[1] == new_len:
+        if past_len == 0:
+            return mask
+        if past_mask is None:
+            past_mask = torch.ones(batch, past_len, dtype=torch.bool, device=device)
+        return torch.cat((past_mask, mask), dim=1)
+    raise BackboneInputError(
+        f"attention_mask has {mask.shape[1]} columns; expected the new tokens ({new_len}) or cached + new "
+        f"tokens ({past_len + new_len})"
+    )
+
+
+def default_position_ids(key_mask: torch.Tensor | None, batch: int, past_len: int, new_len: int,
+                         device: torch.device) -> torch.Tensor:
+    """1-D positions of the new tokens: counting real tokens only, so left padding does not shift them."""
+    if key_mask is None:
+        return (torch.arange(new_len, device=device) + past_len).unsqueeze(0).expand(batch, new_len)
+    positions = (key_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return positions[:, -new_len:]
+
+
+def attention_mask_4d(key_mask: torch.Tensor | None, past_len: int, new_len: int,
+                      device: torch.device) -> torch.Tensor | None:
+    """Bool ``[B|1, 1, T, S]`` causal & padding mask; None when SDPA's own causal flag suffices.
+
+    Every query may always see its own key, so rows of padding tokens are never all-masked (which
+    would give NaN); their outputs are ignored anyway.
+    """
+    total = past_len + new_len
+    if key_mask is None and (past_len == 0 or new_len == 1):
+        return None
+    q_pos = torch.arange(new_len, device=device) + past_len
+    k_pos = torch.arange(total, device=device)
+    causal = k_pos[None, :] <= q_pos[:, None]
+    if key_mask is None:
+        return causal[None, None]
+    mask = causal[None] & key_mask[:, None, :]
+    mask = mask | (k_pos[None, :] == q_pos[:, None])[None]
+    return mask[:, None]
+
+
+# --- the decoder ---------------------------------------------------------------------------------------
+
+
+class ARAttention(nn.Module):
+    """Causal GQA self-attention with QK RMSNorm, RoPE and a KV cache; optional generation Q/K/V/O."""
+
+    def __init__(self, config: Mammoth2ARConfig, layer_index: int, attention_expert: bool, plan: ExpertPlan):
+        super().__init__()
+        self.layer_index = layer_index
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        d, bias = config.hidden_size, config.attention_bias
+        self.q_proj = nn.Linear(d, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, d, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else nn.Identity()
+        self.has_expert = attention_expert
+        if attention_expert:  # QK norms stay shared, as in the reference's attention experts
+            self.gen_q_proj = plan.make_expert(self.q_proj, config.init_std)
+            self.gen_k_proj = plan.make_expert(self.k_proj, config.init_std)
+            self.gen_v_proj = plan.make_expert(self.v_proj, config.init_std)
+            self.gen_o_proj = plan.make_expert(self.o_proj, config.init_std)
+
+    def _project(self, x: torch.Tensor, gen_mask: torch.Tensor | None, name: str) -> torch.Tensor:
+        text = getattr(self, name)
+        if not self.has_expert:
+            return text(x)
+        return route_tokens(x, gen_mask, text, getattr(self, "gen_" + name))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool, gen_mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self._project(x, gen_mask, "q_proj").view(b, t, self.num_heads, self.head_dim)
+        k = self._project(x, gen_mask, "k_proj").view(b, t, self.num_kv_heads, self.head_dim)
+        v = self._project(x, gen_mask, "v_proj").view(b, t, self.num_kv_heads, self.head_dim)
+        q = apply_rope(self.q_norm(q).transpose(1, 2), cos, sin)
+        k = apply_rope(self.k_norm(k).transpose(1, 2), cos, sin)
+        v = v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(self.layer_index, k, v)
+        out = scaled_dot_product_gqa(q, k, v, mask=mask, is_causal=is_causal)
+        out = out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)
+        return self._project(out, gen_mask, "o_proj")
+
+
+class ARDecoderLayer(nn.Module):
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))`` with the FFN routed by token id."""
+
+    def __init__(self, config: Mammoth2ARConfig, layer_index: int, plan: ExpertPlan):
+        super().__init__()
+        experts_here = plan.has_experts(layer_index, config.num_layers)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = ARAttention(config, layer_index, experts_here and plan.routes_attention, plan)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+        self.has_ffn_expert = experts_here and plan.routes_ffn
+        if self.has_ffn_expert:
+            self.gen_mlp = plan.make_expert(self.mlp, config.init_std)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool, gen_mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, gen_mask, cache)
+        h = self.post_attention_layernorm(x)
+        if self.has_ffn_expert:
+            return x + route_tokens(h, gen_mask, self.mlp, self.gen_mlp)
+        return x + self.mlp(h)
+
+
+class Mammoth2AR(nn.Module):
+    """The ``mammoth2-ar`` backbone (see the module docstring)."""
+
+    def __init__(self, config: Mammoth2ARConfig | None = None):
+        super().__init__()
+        config = config or Mammoth2ARConfig()
+        self.config = config
+        self.tuskml_config = config
+        self.experts = tuskml.create("experts", config.experts)
+        self.experts.layer_range(config.num_layers)  # fail early if the range does not fit
+        self.hidden_size = config.hidden_size
+        self.num_layers = config.num_layers
+        self.text_vocab_size = config.text_vocab_size
+        self.gen_vocab_size = config.gen_vocab_size
+        self.gen_vocab_start = config.text_vocab_size
+
+        self.embed_tokens = nn.Embedding(config.text_vocab_size, config.hidden_size)
+        self.gen_embed_tokens = nn.Embedding(config.gen_vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(ARDecoderLayer(config, i, self.experts) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.text_vocab_size, bias=False)
+        self.gen_head = nn.Linear(config.hidden_size, config.gen_vocab_size, bias=False)
+        self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
+        self._init_weights()
+        if config.tie_text_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def _init_weights(self) -> None:
+        init_linear_weights(self, self.config.init_std)
+        if self.experts.routes_ffn and self.config.experts.init == "copy":
+            for text_module, gen_module in self.expert_pairs():
+                gen_module.load_state_dict(text_module.state_dict())
+
+    def expert_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(shared text module, its generation expert) for every expert in the backbone."""
+        pairs: list[tuple[nn.Module, nn.Module]] = []
+        for layer in self.layers:
+            if layer.has_ffn_expert:
+                pairs.append((layer.mlp, layer.gen_mlp))
+            if layer.self_attn.has_expert:
+                for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                    pairs.append((getattr(layer.self_attn, name), getattr(layer.self_attn, "gen_" + name)))
+        return pairs
+
+    # --- inputs --------------------------------------------------------------------------------------
+
+    def _check_ids(self, input_ids: torch.Tensor) -> None:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
+            raise BackboneInputError(
+                f"input_ids must be an integer tensor [B, T], got {type(input_ids).__name__} "
+                f"{tuple(getattr(input_ids, 'shape', ()))} {getattr(input_ids, 'dtype', '')}"
+            )
+        total = self.text_vocab_size + self.gen_vocab_size
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= total):
+            raise BackboneInputError(
+                f"input_ids must lie in [0, {total}) (text {self.text_vocab_size} + generation {self.gen_vocab_size}); "
+                f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]"
+            )
+
+    def generation_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Bool ``[B, T]``: True where the token is a generation (visual) token and so uses the experts."""
+        return input_ids >= self.gen_vocab_start
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``[B, T, D]``: text table for text ids, generation table for generation ids."""
+        self._check_ids(input_ids)
+        gen_mask = self.generation_mask(input_ids)
+        text = self.embed_tokens(input_ids.clamp(max=self.text_vocab_size - 1))
+        gen = self.gen_embed_tokens((input_ids - self.gen_vocab_start).clamp(min=0))
+        return torch.where(gen_mask.unsqueeze(-1), gen, text)
+
+    # --- forward -------------------------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                past_key_values: KVCache | None = None, use_cache: bool = False,
+                output_hidden_states: bool = False) -> BackboneOutput:
+        """Logits (and optionally all hidden states) for ``input_ids [B, T]``.
+
+        ``input_ids`` always drive expert routing, even when ``inputs_embeds`` replaces the lookup.
+        A ``past_key_values`` cache is extended in place; with ``use_cache`` and no cache a new one
+        is started and returned.
+        """
+        self._check_ids(input_ids)
+        b, t = input_ids.shape
+        device = input_ids.device
+        if inputs_embeds is None:
+            x = self.embed(input_ids)
+        else:
+            if inputs_embeds.shape != (b, t, self.hidden_size):
+                raise BackboneInputError(
+                    f"inputs_embeds must be [B={b}, T={t}, D={self.hidden_size}], got {tuple(inputs_embeds.shape)}"
+                )
+            x = inputs_embeds
+        cache = past_key_values
+        if cache is not None and not isinstance(cache, KVCache):
+            raise BackboneInputError(f"past_key_values must be a KVCache from this backbone, got {type(cache).__name__}")
+        if cache is None and use_cache:
+            cache = KVCache(self.num_layers)
+        past_len = cache.seq_length if cache is not None else 0
+
+        key_mask = full_key_mask(attention_mask, cache.key_mask if cache is not None else None, b, past_len, t, device)
+        if position_ids is None:
+            position_ids = default_position_ids(key_mask, b, past_len, t, device)
+        elif position_ids.shape != (b, t):
+            raise BackboneInputError(f"position_ids must be [B={b}, T={t}], got {tuple(position_ids.shape)}")
+        if cache is not None and key_mask is not None:
+            cache.key_mask = key_mask
+        mask = attention_mask_4d(key_mask, past_len, t, device)
+        is_causal = mask is None and past_len == 0 and t > 1
+
+        cos, sin = rope_cos_sin(position_ids, self.inv_freq, x.dtype)
+        gen_mask = self.generation_mask(input_ids) if self.experts.routes_ffn else None
+        hidden: list[torch.Tensor] = [x] if output_hidden_states else []
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, is_causal, gen_mask, cache)
+            if output_hidden_states:
+                hidden.append(x)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden[-1] = x
+        logits = torch.cat((self.lm_head(x), self.gen_head(x)), dim=-1)
+        return BackboneOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None,
+                              past_key_values=cache if use_cache else None)
+
+    # --- weights from transformers' Qwen3 -------------------------------------------------------------
+
+    def load_qwen3_state_dict(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
+        """Copy a transformers ``Qwen3ForCausalLM`` state dict into this backbone.
+
+        Returns the names of this backbone's tensors the checkpoint did not provide (the generation
+        embedding, head and experts, which stay as initialised). A shape mismatch or a Qwen3 tensor
+        with no counterpart here is an error.
+        """
+        own = self.state_dict()
+        mapped: dict[str, torch.Tensor] = {}
+        for key, value in state_dict.items():
+            name = key[len("model."):] if key.startswith("model.") else key
+            if name not in own:
+                raise BackboneInputError(f"Qwen3 tensor {key!r} has no counterpart in mammoth2-ar")
+            if own[name].shape != value.shape:
+                raise BackboneInputError(
+                    f"Qwen3 tensor {key!r} has shape {tuple(value.shape)}, mammoth2-ar expects {tuple(own[name].shape)}"
+                )
+            mapped[name] = value
+        if self.config.tie_text_embeddings and "lm_head.weight" not in mapped and "embed_tokens.weight" in mapped:
+            mapped["lm_head.weight"] = mapped["embed_tokens.weight"]
+        self.load_state_dict(mapped, strict=False)
+        return sorted(set(own) - set(mapped))
+
+    def example_inputs(self) -> dict[str, Any]:
+        """Two rows mixing text and generation ids (so both expert paths run), one left-padded."""
+        g = torch.Generator().manual_seed(0)
+        text = torch.randint(0, self.text_vocab_size, (2, 4), generator=g)
+        gen = torch.randint(self.gen_vocab_start, self.gen_vocab_start + self.gen_vocab_size, (2, 3), generator=g)
+        mask = torch.ones(2, 7, dtype=torch.bool)
+        mask[1, :2] = False
+        return {"input_ids": torch.cat((text, gen), dim=1), "attention_mask": mask, "output_hidden_states": True}
