@@ -48,3 +48,51 @@ def tuskml_tokenizers():
     yield ComponentSpec(name="vq", factory=f"{_M}.vq:VQTokenizer", config_cls=configs_ar.VQTokenizerConfig,
                         description="trainable discrete visual tokenizer: conv encoder, L2-normalised codebook "
                                     "(rotation trick or straight-through), conv decoder")
+
+
+# --- M2: generation side (aligners, decoders, latent codecs) ----------------------------------------
+from tuskml.plugins.mammoth2 import configs_gen  # noqa: E402
+
+
+@hookimpl
+def tuskml_aligners():
+    yield ComponentSpec(name="mammoth2", factory=f"{_M}.aligner:Mammoth2Aligner",
+                        config_cls=configs_gen.Mammoth2AlignerConfig,
+                        description="mean over AR layers; caption embedder for text, Q-Former queries over "
+                                    "visual tokens; context refiner blocks")
+    yield ComponentSpec(name="last-layer", factory=f"{_M}.aligner:LastLayerAligner",
+                        config_cls=configs_gen.LastLayerAlignerConfig,
+                        description="ablation: last AR hidden state of the condition tokens, one linear projection")
+
+
+@hookimpl
+def tuskml_decoders():
+    yield ComponentSpec(name="mammoth2-dit", factory=f"{_M}.dit:Mammoth2DiT",
+                        config_cls=configs_gen.Mammoth2DiTConfig,
+                        description="Lumina-2 style single-stream DiT: refiners, adaLN RMSNormZero joint blocks, "
+                                    "3-axis RoPE, in-context condition and reference-image tokens")
+    yield ComponentSpec(name="lumina2", factory=f"{_M}.lumina2_adapter:Lumina2Decoder",
+                        config_cls=configs_gen.Lumina2DecoderConfig,
+                        description="diffusers Lumina2Transformer2DModel (local folder or config) behind the "
+                                    "mammoth2 decoder interface")
+
+
+@hookimpl
+def tuskml_codecs():
+    yield ComponentSpec(name="pixel", factory=f"{_M}.codecs:PixelCodec", config_cls=configs_gen.PixelCodecConfig,
+                        description="identity codec: pixels (optionally space-to-depth folded) are the latents")
+    yield ComponentSpec(name="autoencoder-kl", factory=f"{_M}.codecs:AutoencoderKLCodec",
+                        config_cls=configs_gen.AutoencoderKLCodecConfig,
+                        description="diffusers AutoencoderKL (local folder or config) with latent shift/scale")
+
+
+# --- M3: the composed model ------------------------------------------------------------------------
+from tuskml.plugins.mammoth2 import configs_model  # noqa: E402
+
+
+@hookimpl
+def tuskml_models():
+    yield ComponentSpec(name="mammoth2", factory="tuskml.plugins.mammoth2.model:Mammoth2Model",
+                        config_cls=configs_model.Mammoth2Config,
+                        description="MammothModa2-style unified model: AR backbone with generation experts, "
+                                    "AR->diffusion aligner and single-stream DiT, trained with NTP + flow matching")

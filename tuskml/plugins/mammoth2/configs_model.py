@@ -1,0 +1,57 @@
+"""Config of the whole mammoth2 model: one nested config, every part chosen by ``type``.
+
+Torch-free (the plugin module imports it). Each part is typed by its kind base, so any registered
+component of that kind fits: ``backbone = {type = "hf-causal-lm", ...}`` swaps the AR backbone,
+``decoder = {type = "lumina2", ...}`` the DiT, and so on.
+
+Sizes that must agree between parts (vocabulary sizes, widths, channels, image size) are *derived*
+by the model when it is built (see ``Mammoth2Model.resolve_config``): the text vocabulary comes
+from the text tokenizer, the generation vocabulary from the visual codebook, the aligner's input
+width from the backbone, its output width from the decoder, the decoder's channels from the codec.
+What is written in these sub-configs for those fields is overwritten, so a preset stays consistent
+when one part is swapped.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+import tuskml
+from tuskml.plugins.mammoth2.configs_ar import BytesTokenizerConfig, Mammoth2ARConfig, VQTokenizerConfig
+from tuskml.plugins.mammoth2.configs_gen import Mammoth2AlignerConfig, Mammoth2DiTConfig, PixelCodecConfig
+
+_ge0 = attrs.validators.ge(0)
+_ge1 = attrs.validators.ge(1)
+
+
+def _probability(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{attribute.name} must lie in [0, 1), got {value}")
+
+
+@tuskml.config_class
+class Mammoth2Config(tuskml.ModelConfig):
+    """MammothModa2-style unified model: AR backbone with generation experts -> aligner -> DiT.
+
+    ``vision_encoder`` is the understanding ViT (``None``: the model cannot answer questions about
+    images, only generate and edit). ``fm_weight`` is the lambda of ``loss = ntp + lambda * fm``
+    (the paper does not publish it). ``prompt_dropout`` / ``source_dropout`` hide the prompt text /
+    the edit source (its tokens and its reference latent) from a training sample with that
+    probability, which teaches the unconditional branches classifier-free guidance uses.
+    """
+
+    text_tokenizer: tuskml.TokenizerConfig = attrs.field(factory=BytesTokenizerConfig)
+    visual_tokenizer: tuskml.TokenizerConfig = attrs.field(factory=VQTokenizerConfig)
+    backbone: tuskml.BackboneConfig = attrs.field(factory=Mammoth2ARConfig)
+    vision_encoder: tuskml.BackboneConfig | None = None
+    aligner: tuskml.AlignerConfig = attrs.field(factory=Mammoth2AlignerConfig)
+    decoder: tuskml.DecoderConfig = attrs.field(factory=Mammoth2DiTConfig)
+    codec: tuskml.CodecConfig = attrs.field(factory=PixelCodecConfig)
+
+    image_size: int = attrs.field(default=32, validator=_ge1)
+    fm_weight: float = attrs.field(default=1.0, validator=_ge0)
+    ntp_weight: float = attrs.field(default=1.0, validator=_ge0)
+    prompt_dropout: float = attrs.field(default=0.1, validator=_probability)
+    source_dropout: float = attrs.field(default=0.1, validator=_probability)
+    projector_depth: int = attrs.field(default=2, validator=_ge1)  # ViT features -> AR width (MLP depth)
+    train_visual_tokenizer: bool = False  # add the VQ loss to the total and let its gradients flow
