@@ -1,0 +1,150 @@
+"""ctypes mirrors of the kernel library's parameter structs, and numpy-friendly wrappers.
+
+The kernel library (tuskml/backends/c/kernels) is compiled once per session into a shared object
+(cached by content hash); each wrapper fills a struct, calls the C kernel, and returns int8 numpy.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+
+import numpy as np
+
+I32, U16, I8, U32 = C.c_int32, C.c_uint16, C.c_int8, C.c_uint32
+P_I32, P_U16, P_I8, P_U32 = C.POINTER(I32), C.POINTER(U16), C.POINTER(I8), C.POINTER(U32)
+MAX_DIMS = 6
+
+
+class FcParams(C.Structure):
+    _fields_ = [(n, I32) for n in ("rows", "in_features", "out_features", "in_zp", "out_zp", "act_min", "act_max")] + [
+        ("bias", P_I32), ("multiplier", P_I32), ("shift", P_I32), ("weights", P_I8),
+        ("block", I32), ("row_nnzb", P_U16), ("runs", P_U16), ("values", P_I8),
+    ]
+
+
+class ConvParams(C.Structure):
+    _fields_ = [(n, I32) for n in (
+        "batch", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w", "stride_h", "stride_w",
+        "pad_top", "pad_left", "dil_h", "dil_w", "in_zp", "out_zp", "act_min", "act_max")] + [
+        ("weights", P_I8), ("bias", P_I32), ("multiplier", P_I32), ("shift", P_I32)]
+
+
+class PoolParams(C.Structure):
+    _fields_ = [(n, I32) for n in (
+        "batch", "in_h", "in_w", "channels", "out_h", "out_w", "k_h", "k_w", "stride_h", "stride_w",
+        "pad_top", "pad_left", "dil_h", "dil_w", "in_zp", "out_zp", "multiplier", "shift")]
+
+
+class MeanParams(C.Structure):
+    _fields_ = [("out_dims", I32 * MAX_DIMS), ("reduce_dims", I32 * MAX_DIMS), ("in_strides", I32 * MAX_DIMS)] + [
+        (n, I32) for n in ("in_zp", "out_zp", "multiplier", "shift")]
+
+
+class BinaryParams(C.Structure):
+    _fields_ = [("dims", I32 * MAX_DIMS), ("a_strides", I32 * MAX_DIMS), ("b_strides", I32 * MAX_DIMS)] + [
+        (n, I32) for n in ("a_zp", "b_zp", "out_zp", "left_shift", "a_multiplier", "a_shift", "b_multiplier",
+                           "b_shift", "out_multiplier", "out_shift", "act_min", "act_max")]
+
+
+class LayerNormParams(C.Structure):
+    _fields_ = [(n, I32) for n in ("rows", "channels", "in_zp", "out_zp", "eps_q")] + [
+        ("multiplier", P_I32), ("shift", P_I32), ("beta_q", P_I32)]
+
+
+class BatchMatmulParams(C.Structure):
+    _fields_ = [(n, I32) for n in ("batch", "m", "k", "n", "a_zp", "b_zp", "out_zp", "multiplier", "shift")]
+
+
+class ConcatParams(C.Structure):
+    _fields_ = [("outer", I32), ("n_inputs", I32), ("inner", P_I32), ("zero_points", P_I32),
+                ("multipliers", P_I32), ("shifts", P_I32), ("out_zp", I32)]
+
+
+class TransposeParams(C.Structure):
+    _fields_ = [("out_dims", I32 * MAX_DIMS), ("in_strides", I32 * MAX_DIMS)]
+
+
+def ptr(array: np.ndarray | None, ctype):
+    if array is None:
+        return C.cast(None, C.POINTER(ctype))
+    assert array.flags.c_contiguous
+    return array.ctypes.data_as(C.POINTER(ctype))
+
+
+def i8(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int8)
+
+
+def i32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def dims6(values) -> tuple[int, ...]:
+    values = tuple(int(v) for v in values)
+    return (1,) * (MAX_DIMS - len(values)) + values
+
+
+class Kernels:
+    """Typed wrappers around the compiled kernel library."""
+
+    def __init__(self, lib_path: str):
+        self.lib = C.CDLL(lib_path)
+        self._keep: list = []
+
+    # -- fully connected ---------------------------------------------------------------------
+    def fc(self, x, w, bias, mult, shift, in_zp, out_zp, act_min=-128, act_max=127, *, variant="portable",
+           brl=None, use_dsp=True):
+        x = i8(x)
+        rows, k = x.shape
+        o = int(mult.shape[0])
+        keep = [i32(bias) if bias is not None else None, i32(mult), i32(shift)]
+        p = FcParams(rows=rows, in_features=k, out_features=o, in_zp=in_zp, out_zp=out_zp, act_min=act_min,
+                     act_max=act_max, bias=ptr(keep[0], I32), multiplier=ptr(keep[1], I32), shift=ptr(keep[2], I32))
+        if brl is not None:
+            arrays = [np.ascontiguousarray(brl.row_nnzb, np.uint16), np.ascontiguousarray(brl.runs, np.uint16),
+                      i8(brl.values)]
+            keep += arrays
+            p.weights = ptr(None, I8)
+            p.block, p.row_nnzb, p.runs, p.values = brl.block, ptr(arrays[0], U16), ptr(arrays[1], U16), ptr(arrays[2], I8)
+        else:
+            wa = i8(w)
+            keep.append(wa)
+            p.weights = ptr(wa, I8)
+        out = np.zeros((rows, o), dtype=np.int8)
+        scratch = np.zeros(self.lib.tk_fc_scratch_bytes(C.byref(p)) // 4 + 4, dtype=np.uint32)
+        if brl is not None:
+            self.lib.tk_fc_s8_brl(C.byref(p), ptr(x, I8), ptr(out, I8), ptr(scratch, U32), I32(int(use_dsp)))
+        elif variant == "portable":
+            self.lib.tk_fc_s8_portable(C.byref(p), ptr(x, I8), ptr(out, I8))
+        else:
+            self.lib.tk_fc_s8_dsp(C.byref(p), ptr(x, I8), ptr(out, I8), ptr(scratch, U32))
+        return out
+
+    # -- convolutions ----------------------------------------------------------------------------
+    def conv(self, x, w, bias, mult, shift, *, stride, padding, dilation, in_zp, out_zp, act_min=-128,
+             act_max=127, variant="portable", depthwise=False):
+        x = i8(x)
+        n, h, wd, c = x.shape
+        if depthwise:
+            kh, kw, _ = w.shape
+            oc = c
+        else:
+            oc, kh, kw, _ = w.shape
+        top, left, bottom, right = padding
+        oh = (h + top + bottom - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        ow = (wd + left + right - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        keep = [i8(w), i32(bias) if bias is not None else None, i32(mult), i32(shift)]
+        p = ConvParams(batch=n, in_h=h, in_w=wd, in_c=c, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
+                       stride_h=stride[0], stride_w=stride[1], pad_top=top, pad_left=left, dil_h=dilation[0],
+                       dil_w=dilation[1], in_zp=in_zp, out_zp=out_zp, act_min=act_min, act_max=act_max,
+                       weights=ptr(keep[0], I8), bias=ptr(keep[1], I32), multiplier=ptr(keep[2], I32),
+                       shift=ptr(keep[3], I32))
+        out = np.zeros((n, oh, ow, oc), dtype=np.int8)
+        if depthwise:
+            self.lib.tk_depthwise_conv2d_s8(C.byref(p), ptr(x, I8), ptr(out, I8))
+        elif variant == "portable":
+            self.lib.tk_conv2d_s8_portable(C.byref(p), ptr(x, I8), ptr(out, I8))
+        else:
+            scratch = np.zeros(self.lib.tk_conv2d_dsp_scratch_bytes(C.byref(p)) // 4 + 4, dtype=np.uint32)
+            self.lib.tk_conv2d_s8_dsp(C.byref(p), ptr(x, I8), ptr(out, I8), ptr(scratch, U32))
+        return out

@@ -1,0 +1,61 @@
+/* Fixed-point requantisation, mirroring tuskml/backends/sparse_engine/fixedpoint.py line by line.
+ *
+ * TFLite's MultiplyByQuantizedMultiplier with *double rounding*:
+ *   SaturatingRoundingDoublingHighMul (round half away from zero of a*b/2^31, saturating the single
+ *   overflow case INT32_MIN*INT32_MIN) followed by RoundingDivideByPOT (round half away from zero of
+ *   x/2^e). A positive shift is a left shift applied to the input before the multiply.
+ * All helpers are static inline so each kernel gets them without call overhead.
+ */
+#ifndef TK_REQUANT_H
+#define TK_REQUANT_H
+
+#include <stdint.h>
+
+static inline int32_t tk_srdhm(int32_t a, int32_t b) {
+    if (a == b && a == INT32_MIN) {
+        return INT32_MAX;
+    }
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    /* C division truncates toward zero, exactly as TFLite's reference does. */
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+static inline int32_t tk_rdbpot(int32_t x, int32_t exponent) {
+    int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
+    int32_t remainder = x & mask;
+    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    /* Arithmetic right shift of a negative int32: implementation-defined in C99, arithmetic on
+     * every compiler we target (gcc, clang). */
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+static inline int32_t tk_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
+    int32_t xs = x;
+    int32_t right = -shift;
+    if (shift > 0) {
+        /* positive shift: multiply first, saturating the product to int32 (fixedpoint.py) */
+        int64_t wide = (int64_t)x * ((int64_t)1 << shift);
+        xs = wide > INT32_MAX ? INT32_MAX : (wide < INT32_MIN ? INT32_MIN : (int32_t)wide);
+        right = 0;
+    }
+    return tk_rdbpot(tk_srdhm(xs, multiplier), right);
+}
+
+/* a / b rounded half away from zero, b > 0 (fixedpoint.div_round). */
+static inline int32_t tk_div_round(int32_t a, int32_t b) {
+    return a >= 0 ? (a + b / 2) / b : -((-a + b / 2) / b);
+}
+
+static inline int32_t tk_clamp(int32_t v, int32_t lo, int32_t hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* acc -> int8: requantise, add the output zero point, clamp to the fused activation range. */
+static inline int8_t tk_requant_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t out_zp,
+                                   int32_t act_min, int32_t act_max) {
+    int32_t v = tk_mbqm(acc, multiplier, shift) + out_zp;
+    return (int8_t)tk_clamp(v, act_min, act_max);
+}
+
+#endif
