@@ -148,3 +148,129 @@ class Kernels:
             scratch = np.zeros(self.lib.tk_conv2d_dsp_scratch_bytes(C.byref(p)) // 4 + 4, dtype=np.uint32)
             self.lib.tk_conv2d_s8_dsp(C.byref(p), ptr(x, I8), ptr(out, I8), ptr(scratch, U32))
         return out
+
+    # -- pools ---------------------------------------------------------------------------------
+    def pool(self, x, *, kind, kernel, stride, padding=(0, 0, 0, 0), dilation=(1, 1), in_zp=0, out_zp=0,
+             mult=0, shift=0):
+        x = i8(x)
+        n, h, w, c = x.shape
+        top, left, bottom, right = padding
+        oh = (h + top + bottom - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+        ow = (w + left + right - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+        p = PoolParams(batch=n, in_h=h, in_w=w, channels=c, out_h=oh, out_w=ow, k_h=kernel[0], k_w=kernel[1],
+                       stride_h=stride[0], stride_w=stride[1], pad_top=top, pad_left=left, dil_h=dilation[0],
+                       dil_w=dilation[1], in_zp=in_zp, out_zp=out_zp, multiplier=mult, shift=shift)
+        out = np.zeros((n, oh, ow, c), np.int8)
+        fn = self.lib.tk_avg_pool2d_s8 if kind == "avg" else self.lib.tk_max_pool2d_s8
+        fn(C.byref(p), ptr(x, I8), ptr(out, I8))
+        return out
+
+    def mean(self, x, axes, *, in_zp, out_zp, mult, shift):
+        x = i8(x)
+        shape = dims6(x.shape)
+        off = MAX_DIMS - x.ndim
+        red = {a + off for a in axes}
+        strides = [0] * MAX_DIMS
+        s = 1
+        for d in range(MAX_DIMS - 1, -1, -1):
+            strides[d] = s
+            s *= shape[d]
+        out_dims = [1 if d in red else shape[d] for d in range(MAX_DIMS)]
+        red_dims = [shape[d] if d in red else 1 for d in range(MAX_DIMS)]
+        p = MeanParams((I32 * 6)(*out_dims), (I32 * 6)(*red_dims), (I32 * 6)(*strides), in_zp, out_zp, mult, shift)
+        out = np.zeros(int(np.prod(out_dims)), np.int8)
+        self.lib.tk_mean_s8(C.byref(p), ptr(x, I8), ptr(out, I8))
+        return out
+
+    # -- element-wise ----------------------------------------------------------------------------
+    def binary(self, kind, a, b, **q):
+        a, b = i8(a), i8(b)
+        out_shape = np.broadcast_shapes(a.shape, b.shape)
+
+        def strides_of(t):
+            shape = dims6(t.shape)
+            st_ = [0] * MAX_DIMS
+            s = 1
+            for d in range(MAX_DIMS - 1, -1, -1):
+                st_[d] = 0 if shape[d] == 1 else s
+                s *= shape[d]
+            return st_
+
+        p = BinaryParams((I32 * 6)(*dims6(out_shape)), (I32 * 6)(*strides_of(a)), (I32 * 6)(*strides_of(b)), **q)
+        out = np.zeros(out_shape, np.int8)
+        fn = self.lib.tk_add_s8 if kind == "add" else self.lib.tk_mul_s8
+        fn(C.byref(p), ptr(a, I8), ptr(b, I8), ptr(out, I8))
+        return out
+
+    def requantize(self, x, in_zp, out_zp, mult, shift):
+        x = i8(x)
+        out = np.zeros_like(x)
+        self.lib.tk_requantize_s8(ptr(x, I8), ptr(out, I8), I32(x.size), I32(in_zp), I32(out_zp), I32(mult), I32(shift))
+        return out
+
+    def lut(self, x, table):
+        x, table = i8(x), i8(table)
+        out = np.zeros_like(x)
+        self.lib.tk_lut_s8(ptr(x, I8), ptr(out, I8), I32(x.size), ptr(table, I8))
+        return out
+
+    # -- normalisation / attention ---------------------------------------------------------------
+    def layer_norm(self, x, *, in_zp, out_zp, eps_q, mult, shift, beta_q, in_place=False):
+        x = i8(x)
+        c = x.shape[-1]
+        arrays = [i32(mult), i32(shift), i32(beta_q)]
+        p = LayerNormParams(x.size // c, c, in_zp, out_zp, eps_q, ptr(arrays[0], I32), ptr(arrays[1], I32),
+                            ptr(arrays[2], I32))
+        out = x.copy() if in_place else np.zeros_like(x)
+        src = out if in_place else x
+        self.lib.tk_layer_norm_s8(C.byref(p), ptr(src, I8), ptr(out, I8))
+        return out
+
+    def softmax(self, x, exp_table):
+        x, table = i8(x), i32(exp_table)
+        out = np.zeros_like(x)
+        self.lib.tk_softmax_s8(ptr(x, I8), ptr(out, I8), I32(x.size // x.shape[-1]), I32(x.shape[-1]), ptr(table, I32))
+        return out
+
+    def isqrt(self, n: int) -> int:
+        self.lib.tk_isqrt.restype = U32
+        return int(self.lib.tk_isqrt(U32(n)))
+
+    def batch_matmul(self, a, b, *, a_zp, b_zp, out_zp, mult, shift, variant="portable"):
+        a, b = i8(a), i8(b)
+        batch = int(np.prod(a.shape[:-2]))
+        m, k = a.shape[-2:]
+        n = b.shape[-1]
+        p = BatchMatmulParams(batch, m, k, n, a_zp, b_zp, out_zp, mult, shift)
+        out = np.zeros((*a.shape[:-2], m, n), np.int8)
+        if variant == "portable":
+            self.lib.tk_batch_matmul_s8_portable(C.byref(p), ptr(a, I8), ptr(b, I8), ptr(out, I8))
+        else:
+            scratch = np.zeros((k + 3) // 4 * 2 + 2, np.uint32)
+            self.lib.tk_batch_matmul_s8_dsp(C.byref(p), ptr(a, I8), ptr(b, I8), ptr(out, I8), ptr(scratch, U32))
+        return out
+
+    # -- data movement -----------------------------------------------------------------------------
+    def concat(self, xs, axis, zps, mults, shifts, out_zp):
+        xs = [i8(x) for x in xs]
+        outer = int(np.prod(xs[0].shape[:axis]))
+        inner = i32([int(np.prod(x.shape[axis:])) for x in xs])
+        arrays = [inner, i32(zps), i32(mults), i32(shifts)]
+        p = ConcatParams(outer, len(xs), *(ptr(a, I32) for a in arrays[:4]), out_zp)
+        in_ptrs = (P_I8 * len(xs))(*(ptr(x, I8) for x in xs))
+        shape = list(xs[0].shape)
+        shape[axis] = sum(x.shape[axis] for x in xs)
+        out = np.zeros(shape, np.int8)
+        self.lib.tk_concat_s8(C.byref(p), in_ptrs, ptr(out, I8))
+        return out
+
+    def transpose(self, x, perm):
+        x = i8(x)
+        in_strides = [s // 1 for s in x.strides]
+        out_shape = [x.shape[p] for p in perm]
+        strides = [in_strides[p] for p in perm]
+        pad = MAX_DIMS - x.ndim
+        p = TransposeParams((I32 * 6)(*dims6(out_shape)), (I32 * 6)(*([0] * pad + strides)))
+        out = np.zeros(out_shape, np.int8)
+        self.lib.tk_transpose_s8(C.byref(p), ptr(x, I8), ptr(out, I8))
+        return out
