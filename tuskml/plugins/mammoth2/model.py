@@ -1,0 +1,391 @@
+"""Mammoth2Model: every part of the unified AR + diffusion model, composed from one nested config.
+
+Data flow (training, one batch)::
+
+    ids (prompt + target VQ tokens) ──> AR backbone (experts routed by id) ──> logits ──> NTP loss
+                                            │ all hidden states
+                                            ▼
+                           aligner(text_mask = prompt, visual_mask = target's gen ids)
+                                            ▼ cond tokens
+    target image ─codec─> x1 ; noise x0 ; t ~ logit-normal (shifted)
+                 x_t = t x1 + (1-t) x0 ──> DiT(x_t, t, cond, ref latents of edits) ──> FM loss
+    loss = ntp_weight * NTP + fm_weight * FM      (the FM gradient reaches the backbone and experts)
+
+Sizes shared by parts are derived here (:meth:`Mammoth2Model.resolve_config`), not trusted from the
+sub-configs, so a preset stays consistent when one part is swapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tuskml
+from tuskml.core.errors import ConfigError, TuskmlError
+from tuskml.plugins.mammoth2 import flow_matching as fm
+from tuskml.plugins.mammoth2.configs_model import Mammoth2Config
+from tuskml.plugins.mammoth2.sequence import (
+    Role,
+    SequenceError,
+    SpecialTokens,
+    TokenBatch,
+    TokenLayout,
+    collate,
+    dropped_mask,
+    ntp_labels,
+    positions_from_mask,
+    prompt_mask,
+    visual_mask,
+)
+
+
+class Mammoth2InputError(TuskmlError, ValueError):
+    """An image, prompt or batch handed to the mammoth2 model that it cannot use."""
+
+
+# --- training samples ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TextToImageSample:
+    """A prompt and the image it describes (``image``: Float[3, H, W] in [-1, 1])."""
+
+    prompt: str
+    image: torch.Tensor
+
+
+@attrs.frozen
+class EditSample:
+    """A source image, an instruction and the edited target image."""
+
+    source: torch.Tensor
+    instruction: str
+    image: torch.Tensor
+
+
+@attrs.frozen
+class UnderstandingSample:
+    """An image, a question about it (may be empty: captioning) and the answer."""
+
+    image: torch.Tensor
+    question: str
+    answer: str
+
+
+Sample = TextToImageSample | EditSample | UnderstandingSample
+
+
+@attrs.frozen
+class Mammoth2Output:
+    """Losses of one training forward. ``loss = ntp_weight * ntp_loss + fm_weight * fm_loss (+ vq_loss)``."""
+
+    loss: torch.Tensor
+    ntp_loss: torch.Tensor
+    fm_loss: torch.Tensor
+    vq_loss: torch.Tensor
+
+
+# --- config resolution -----------------------------------------------------------------------------
+
+
+def _with_fields(config: Any, **values: Any) -> Any:
+    """``config`` with each of ``values`` set where the config class has that field (others untouched)."""
+    names = {a.name for a in attrs.fields(type(config))}
+    present = {k: v for k, v in values.items() if k in names and v is not None}
+    try:
+        return attrs.evolve(config, **present) if present else config
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{type(config).__qualname__}: derived sizes {present} are invalid: {exc}") from exc
+
+
+def _projector(in_dim: int, out_dim: int, depth: int) -> nn.Module:
+    """ViT features -> AR width: Linear, then (depth-1) x (GELU, Linear), as in LLaVA-style projectors."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
+    for _ in range(depth - 1):
+        layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
+    return nn.Sequential(*layers)
+
+
+class Mammoth2Model(nn.Module):
+    """Text tokenizer, VQ visual tokenizer, AR backbone (+experts), optional ViT + projector, aligner,
+    DiT decoder and latent codec. ``config`` is the resolved config (derived sizes filled in)."""
+
+    def __init__(self, config: Mammoth2Config | None = None):
+        super().__init__()
+        config = config if config is not None else Mammoth2Config()
+        if not isinstance(config, Mammoth2Config):
+            raise ConfigError(f"Mammoth2Model needs a Mammoth2Config, got {type(config).__qualname__}")
+        size = config.image_size
+
+        # tokenizers first: they fix the vocabularies and the visual grid
+        self.text_tokenizer = tuskml.create("tokenizers", config.text_tokenizer)
+        special = SpecialTokens.from_mapping(self.text_tokenizer.special,
+                                             source=f"text tokenizer {tuskml.core.config.component_name(config.text_tokenizer)!r}")
+        vq_cfg = _with_fields(config.visual_tokenizer, image_size=size)
+        self.visual_tokenizer = tuskml.create("tokenizers", vq_cfg)
+        codebook_size = int(self.visual_tokenizer.codebook_size)
+        grid = tuple(int(g) for g in self.visual_tokenizer.grid_size(size))
+
+        text_vocab = int(self.text_tokenizer.vocab_size)
+        backbone_cfg = _with_fields(config.backbone, text_vocab_size=text_vocab, gen_vocab_size=codebook_size)
+        self.backbone = tuskml.create("backbones", backbone_cfg)
+        if int(self.backbone.gen_vocab_start) < text_vocab:
+            raise ConfigError(
+                f"backbone's text vocabulary ({self.backbone.gen_vocab_start}) is smaller than the text tokenizer's "
+                f"({text_vocab}); set backbone.text_vocab_size"
+            )
+        if int(self.backbone.gen_vocab_size) < codebook_size:
+            raise ConfigError(
+                f"backbone's generation vocabulary ({self.backbone.gen_vocab_size}) is smaller than the visual "
+                f"codebook ({codebook_size}); set backbone.gen_vocab_size"
+            )
+        hidden = int(self.backbone.hidden_size)
+
+        vit_cfg = None
+        self.vision_encoder: nn.Module | None = None
+        self.projector: nn.Module | None = None
+        num_placeholders = 0
+        if config.vision_encoder is not None:
+            vit_cfg = _with_fields(config.vision_encoder, img_size=size)
+            self.vision_encoder = tuskml.create("backbones", vit_cfg)
+            self.projector = _projector(int(self.vision_encoder.feature_dim), hidden, config.projector_depth)
+            num_placeholders = int(self.vision_encoder.num_tokens)
+
+        self.codec = tuskml.create("codecs", config.codec)
+        latent_channels = int(self.codec.latent_channels)
+        downsample = int(self.codec.downsample)
+        if size % downsample:
+            raise ConfigError(f"image_size {size} is not divisible by the codec's downsampling factor {downsample}")
+        decoder_cfg = _with_fields(config.decoder, in_channels=latent_channels)
+        self.decoder = tuskml.create("decoders", decoder_cfg)
+        if int(self.decoder.in_channels) != latent_channels:
+            raise ConfigError(
+                f"decoder takes {self.decoder.in_channels} latent channels but the codec makes {latent_channels}"
+            )
+        aligner_cfg = _with_fields(config.aligner, in_dim=hidden, out_dim=int(self.decoder.cond_dim))
+        self.aligner = tuskml.create("aligners", aligner_cfg)
+
+        self.config = attrs.evolve(config, visual_tokenizer=vq_cfg, backbone=backbone_cfg, vision_encoder=vit_cfg,
+                                   decoder=decoder_cfg, aligner=aligner_cfg)
+        self.layout = TokenLayout(special=special, gen_vocab_start=int(self.backbone.gen_vocab_start),
+                                  codebook_size=codebook_size, grid=grid, num_placeholders=num_placeholders)
+        self.latent_size = size // downsample
+
+    # --- small helpers ---------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def special(self) -> SpecialTokens:
+        return self.layout.special
+
+    def check_images(self, images: torch.Tensor, name: str = "images") -> torch.Tensor:
+        size = self.config.image_size
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise Mammoth2InputError(f"{name} must be a float tensor [B, 3, {size}, {size}] in [-1, 1], got {shape}")
+        if tuple(images.shape[2:]) != (size, size):
+            raise Mammoth2InputError(
+                f"{name} are {tuple(images.shape[2:])} pixels but this model works at {size}x{size}; resize them"
+            )
+        return images.to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def visual_codes(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` -> discrete visual codes ``Long[B, h, w]``."""
+        return self.visual_tokenizer.encode(self.check_images(images))
+
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(self.check_images(images))
+
+    # --- batches ---------------------------------------------------------------------------------------
+
+    def make_batch(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """Tokenize samples into the keyword arguments of :meth:`forward` (right-padded)."""
+        if not samples:
+            raise Mammoth2InputError("make_batch needs at least one sample")
+        size = self.config.image_size
+        blank = torch.zeros(3, size, size)
+        seqs, targets, sources, und = [], [], [], []
+        has_target, has_source, has_und = [], [], []
+        tok = self.text_tokenizer
+        for i, s in enumerate(samples):
+            if isinstance(s, TextToImageSample):
+                codes = self.visual_codes(s.image[None])[0].cpu()
+                seqs.append(self.layout.generation(tok.encode(s.prompt), codes))
+            elif isinstance(s, EditSample):
+                both = self.visual_codes(torch.stack([s.source, s.image])).cpu()
+                seqs.append(self.layout.edit(both[0], tok.encode(s.instruction), both[1]))
+            elif isinstance(s, UnderstandingSample):
+                if self.vision_encoder is None:
+                    raise Mammoth2InputError(f"sample {i} asks about an image, but this model has no vision_encoder")
+                seqs.append(self.layout.understanding(tok.encode(s.question), tok.encode(s.answer)))
+            else:
+                raise Mammoth2InputError(f"sample {i}: expected a TextToImageSample, EditSample or "
+                                         f"UnderstandingSample, got {type(s).__qualname__}")
+            is_gen = isinstance(s, (TextToImageSample, EditSample))
+            targets.append(s.image if is_gen else blank)
+            has_target.append(is_gen)
+            sources.append(s.source if isinstance(s, EditSample) else blank)
+            has_source.append(isinstance(s, EditSample))
+            und.append(s.image if isinstance(s, UnderstandingSample) else blank)
+            has_und.append(isinstance(s, UnderstandingSample))
+        batch = collate(seqs, self.special.pad, padding_side="right")
+        out = {
+            "input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "roles": batch.roles,
+            "target_images": torch.stack([t.float() for t in targets]), "has_target": torch.tensor(has_target),
+            "source_images": torch.stack([t.float() for t in sources]), "has_source": torch.tensor(has_source),
+        }
+        if self.vision_encoder is not None:
+            out["understanding_images"] = torch.stack([t.float() for t in und])
+            out["has_understanding"] = torch.tensor(has_und)
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    def example_inputs(self) -> dict[str, torch.Tensor]:
+        """A small fixed batch (text-to-image, edit and, with a ViT, understanding) for checks."""
+        g = torch.Generator().manual_seed(0)
+        size = self.config.image_size
+
+        def image() -> torch.Tensor:
+            return torch.rand(3, size, size, generator=g) * 2 - 1
+
+        samples: list[Sample] = [TextToImageSample("a red square", image()),
+                                 EditSample(image(), "make it blue", image())]
+        if self.vision_encoder is not None:
+            samples.append(UnderstandingSample(image(), "what?", "a cat"))
+        return self.make_batch(samples)
+
+    # --- the AR pass -----------------------------------------------------------------------------------
+
+    def input_embeddings(self, input_ids: torch.Tensor, roles: torch.Tensor,
+                         understanding_images: torch.Tensor | None = None,
+                         has_understanding: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Token embeddings with ViT features (projected) at the image_placeholder slots, or None when
+        the batch has no understanding image (the backbone then embeds the ids itself)."""
+        if understanding_images is None or has_understanding is None or not bool(has_understanding.any()):
+            return None
+        if self.vision_encoder is None or self.projector is None:
+            raise Mammoth2InputError("understanding images given, but this model has no vision_encoder")
+        rows = has_understanding.nonzero().squeeze(-1)
+        feats = self.projector(self.vision_encoder(self.check_images(understanding_images[rows], "understanding images")))
+        embeds = self.backbone.embed(input_ids)
+        slots = roles[rows] == int(Role.PLACEHOLDER)
+        per_row = slots.sum(-1)
+        if bool((per_row != feats.shape[1]).any()):
+            raise SequenceError(
+                f"understanding rows have {per_row.tolist()} image_placeholder slots but the vision encoder makes "
+                f"{feats.shape[1]} tokens per image"
+            )
+        row_embeds = embeds[rows]
+        row_embeds = row_embeds.masked_scatter(slots[..., None], feats.to(row_embeds.dtype).reshape(-1))
+        return embeds.index_copy(0, rows, row_embeds)
+
+    def run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                     position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                     output_hidden_states: bool = False, past_key_values: Any = None, use_cache: bool = False) -> Any:
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)
+        return self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             inputs_embeds=inputs_embeds, past_key_values=past_key_values, use_cache=use_cache,
+                             output_hidden_states=output_hidden_states)
+
+    def condition(self, hidden_states: Sequence[torch.Tensor], roles: torch.Tensor,
+                  hidden_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligner on the prompt (text condition) and the target's visual tokens (visual condition).
+        ``hidden_mask`` is False at pads and at positions hidden from this branch (CFG)."""
+        text = prompt_mask(roles) & hidden_mask
+        vis = visual_mask(roles) & hidden_mask
+        if not bool(text.any(-1).all()):
+            raise SequenceError("a row has no prompt token left for the aligner's text condition")
+        return self.aligner(hidden_states, text, vis)
+
+    # --- training forward ------------------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, roles: torch.Tensor,
+                target_images: torch.Tensor | None = None, has_target: torch.Tensor | None = None,
+                source_images: torch.Tensor | None = None, has_source: torch.Tensor | None = None,
+                understanding_images: torch.Tensor | None = None,
+                has_understanding: torch.Tensor | None = None) -> Mammoth2Output:
+        """Joint NTP + flow-matching losses of a batch from :meth:`make_batch`.
+
+        In training mode the prompt text (and the edit source) are hidden from a random subset of
+        rows (``prompt_dropout`` / ``source_dropout``) so the model also learns the unconditional
+        branches of classifier-free guidance. Randomness comes from the global torch RNG.
+        """
+        cfg = self.config
+        batch, _ = input_ids.shape
+        device = input_ids.device
+        if input_ids.shape != attention_mask.shape or input_ids.shape != roles.shape:
+            raise Mammoth2InputError(
+                f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and roles "
+                f"{tuple(roles.shape)} must have the same shape"
+            )
+        attention_mask = attention_mask.bool()
+        has_target = has_target.bool() if has_target is not None else torch.zeros(batch, dtype=torch.bool, device=device)
+        has_source = has_source.bool() if has_source is not None else torch.zeros(batch, dtype=torch.bool, device=device)
+
+        if self.training and (cfg.prompt_dropout > 0 or cfg.source_dropout > 0):
+            drop_text = torch.rand(batch, device=device) < cfg.prompt_dropout
+            drop_source = (torch.rand(batch, device=device) < cfg.source_dropout) & has_source
+            drop_text = drop_text | drop_source  # the unconditional branch of dual guidance hides both
+        else:
+            drop_text = drop_source = torch.zeros(batch, dtype=torch.bool, device=device)
+        hidden = dropped_mask(roles, drop_text, drop_source)
+        visible = attention_mask & ~hidden
+
+        embeds = self.input_embeddings(input_ids, roles, understanding_images, has_understanding)
+        out = self.run_backbone(input_ids, visible, position_ids=positions_from_mask(attention_mask),
+                                inputs_embeds=embeds, output_hidden_states=True)
+
+        labels = ntp_labels(input_ids, roles)
+        if bool((labels != -100).any()):
+            logits = out.logits
+            ntp_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                       ignore_index=-100)
+        else:
+            ntp_loss = out.logits.sum() * 0.0
+
+        fm_loss = self._flow_matching_loss(out.hidden_states, roles, visible, target_images, has_target,
+                                           source_images, has_source & ~drop_source)
+
+        vq_loss = torch.zeros((), device=device)
+        if cfg.train_visual_tokenizer and target_images is not None and bool(has_target.any()):
+            vq_loss = self.visual_tokenizer(self.check_images(target_images[has_target])).loss
+
+        loss = cfg.ntp_weight * ntp_loss + cfg.fm_weight * fm_loss + vq_loss
+        return Mammoth2Output(loss=loss, ntp_loss=ntp_loss,
+                              fm_loss=fm_loss, vq_loss=vq_loss)
+
+    def _flow_matching_loss(self, hidden_states: Sequence[torch.Tensor], roles: torch.Tensor,
+                            visible: torch.Tensor, target_images: torch.Tensor | None, has_target: torch.Tensor,
+                            source_images: torch.Tensor | None, use_source: torch.Tensor) -> torch.Tensor:
+        if target_images is None or not bool(has_target.any()):
+            return hidden_states[-1].sum() * 0.0
+        rows = has_target.nonzero().squeeze(-1)
+        cond, cond_mask = self.condition([h[rows] for h in hidden_states], roles[rows], visible[rows])
+        with torch.no_grad():  # the codec is frozen: latents are data, not parameters
+            x1 = self.encode_latents(target_images[rows])
+        noise = torch.randn_like(x1)
+        patch = int(getattr(self.decoder, "patch_size", 1))
+        shift = fm.resolution_shift((x1.shape[-2] // patch) * (x1.shape[-1] // patch))
+        t = fm.sample_t(x1.shape[0], shift=shift, device=x1.device)
+        x_t = fm.interpolate(x1, noise, t)
+        with_ref = use_source[rows] if source_images is not None else torch.zeros_like(rows, dtype=torch.bool)
+        pred = torch.empty_like(x1)
+        for group_has_ref in (False, True):
+            idx = (with_ref == group_has_ref).nonzero().squeeze(-1)
+            if idx.numel() == 0:
+                continue
+            refs = None
+            if group_has_ref:
+                with torch.no_grad():
+                    refs = [self.encode_latents(source_images[rows[idx]])]
+            pred = pred.index_copy(0, idx, self.decoder(x_t[idx], t[idx], cond[idx], cond_mask[idx], refs))
+        return fm.flow_matching_loss(pred, x1, noise)

@@ -1,0 +1,435 @@
+"""Mammoth2Pipeline: text-to-image, editing and image understanding with a :class:`Mammoth2Model`.
+
+Generation runs the two stages of the serial AR-diffusion design::
+
+    prompt ─> AR backbone: KV-cached sampling of h x w visual tokens (CFG on logits, the
+              unconditional branch masks the prompt; forced [eol] at row ends; logits restricted
+              to the visual vocabulary; temperature / top-k / top-p)
+           ─> re-encode prompt + tokens once, all hidden states ─> aligner ─> condition tokens
+           ─> DiT: Euler flow-matching steps through a diffusers scheduler (CFG within cfg_range;
+              edits: dual guidance with the source as a reference latent) ─> codec decode ─> PIL
+
+Understanding (``ask`` / ``caption``) feeds ViT features at the image_placeholder slots and samples
+text with the same KV-cached loop. Every random draw comes from one ``torch.Generator`` seeded by
+``seed``, so a seed fixes the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import math
+import pathlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+import tuskml
+from tuskml.core.config import merge_overrides
+from tuskml.core.errors import CheckpointError, ConfigError, TuskmlError
+from tuskml.plugins.mammoth2 import flow_matching as fm
+from tuskml.plugins.mammoth2.configs_model import Mammoth2Config
+from tuskml.plugins.mammoth2.model import Mammoth2InputError, Mammoth2Model
+from tuskml.plugins.mammoth2.sequence import (
+    Role,
+    TokenBatch,
+    collate,
+    dropped_mask,
+    positions_from_mask,
+)
+from tuskml.plugins.mammoth2.token_sampling import check_sampling_args, guided_logits, sample_next
+
+CONFIG_FILE = "config.toml"
+WEIGHTS_FILE = "model.safetensors"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def preset_names() -> list[str]:
+    root = importlib.resources.files("tuskml.plugins.mammoth2") / "presets"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str, **overrides: Any) -> Mammoth2Config:
+    """The config of a shipped preset (``presets/<name>.toml``), with optional overrides."""
+    root = importlib.resources.files("tuskml.plugins.mammoth2") / "presets"
+    path = root / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"no mammoth2 preset {name!r}; available: {', '.join(preset_names())}")
+    with importlib.resources.as_file(path) as real:
+        config = tuskml.load_config(real, Mammoth2Config)
+    return merge_overrides(config, overrides)
+
+
+# --- images <-> tensors ------------------------------------------------------------------------------
+
+
+def to_pil(images: torch.Tensor) -> list[Any]:
+    """Float ``[B, 3, H, W]`` in [-1, 1] -> PIL RGB images."""
+    from PIL import Image
+
+    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy(), mode="RGB") for a in arr]
+
+
+def image_tensor(image: Any, size: int) -> torch.Tensor:
+    """A PIL image, an HWC uint8 array, or a ``[3, H, W]`` / ``[1, 3, H, W]`` float tensor in [-1, 1]
+    -> ``[3, size, size]`` float in [-1, 1] (PIL images are resized)."""
+    if isinstance(image, torch.Tensor):
+        t = image[0] if image.dim() == 4 and image.shape[0] == 1 else image
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise Mammoth2InputError(f"image tensor must be [3, H, W] in [-1, 1], got {tuple(image.shape)}")
+        if tuple(t.shape[1:]) != (size, size):
+            t = torch.nn.functional.interpolate(t[None].float(), size=(size, size), mode="bilinear",
+                                                align_corners=False)[0]
+        return t.float()
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - pillow is a dependency
+        raise Mammoth2InputError("pillow is needed to pass PIL images") from exc
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise Mammoth2InputError(f"expected a PIL image, an HWC uint8 array or a tensor, got {type(image).__name__}")
+    image = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    arr = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
+    return arr / 127.5 - 1.0
+
+
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+@attrs.frozen
+class GenerationResult:
+    """What :meth:`Mammoth2Pipeline.generate` computed, for callers who want more than the images."""
+
+    images: list[Any]  # PIL
+    pixels: torch.Tensor  # Float[B, 3, H, W] in [-1, 1]
+    visual_codes: torch.Tensor  # Long[B, h, w] sampled by the AR stage
+
+
+class Mammoth2Pipeline:
+    """Inference around a :class:`Mammoth2Model` (see the module docstring).
+
+    ``dtype="bfloat16"`` runs the model under bf16 autocast (weights stay float32).
+    ``scheduler`` is a diffusers flow-matching scheduler class or instance (default
+    ``FlowMatchEulerDiscreteScheduler``); see ``flow_matching.py``.
+    """
+
+    def __init__(self, model: Mammoth2Model, *, device: str | torch.device | None = None,
+                 dtype: str = "float32", scheduler: Any = None):
+        if not isinstance(model, Mammoth2Model):
+            raise TuskmlError(f"Mammoth2Pipeline needs a Mammoth2Model, got {type(model).__qualname__}")
+        if dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.model = model.eval()
+        if device is not None:
+            self.model.to(device)
+        self.dtype = dtype
+        self.scheduler = scheduler
+
+    # --- construction / persistence ------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Mammoth2Config, **kwargs: Any) -> Mammoth2Pipeline:
+        return cls(Mammoth2Model(config), **kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, *, seed: int = 0, overrides: dict[str, Any] | None = None,
+                    **kwargs: Any) -> Mammoth2Pipeline:
+        """A randomly initialised model of a shipped preset (``"tiny"``: 32x32 CPU toy, ``"small"``: GPU)."""
+        config = load_preset(name, **(overrides or {}))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = Mammoth2Model(config)
+        return cls(model, **kwargs)
+
+    def save_pretrained(self, directory: str | pathlib.Path) -> pathlib.Path:
+        """``config.toml`` (the resolved config) + ``model.safetensors`` (weights with tuskml metadata)."""
+        d = pathlib.Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tuskml.save_config(self.model.config, d / CONFIG_FILE)
+        tuskml.save(self.model, d / WEIGHTS_FILE, config=self.model.config)
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory: str | pathlib.Path, **kwargs: Any) -> Mammoth2Pipeline:
+        from safetensors.torch import load_model
+
+        d = pathlib.Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (d / name).is_file():
+                raise CheckpointError(f"{d} is not a saved mammoth2 pipeline: {name} is missing "
+                                      f"(write one with Mammoth2Pipeline.save_pretrained)")
+        config = tuskml.load_config(d / CONFIG_FILE, Mammoth2Config)
+        tuskml.read_metadata(d / WEIGHTS_FILE)  # clear error for a truncated file
+        model = Mammoth2Model(config)
+        try:
+            missing, unexpected = load_model(model, str(d / WEIGHTS_FILE), strict=False)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{d / WEIGHTS_FILE}: weights do not fit the model of {d / CONFIG_FILE}: {exc}") from exc
+        if missing or unexpected:
+            raise CheckpointError(f"{d / WEIGHTS_FILE}: weights do not match {d / CONFIG_FILE}: missing "
+                                  f"{sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}")
+        return cls(model, **kwargs)
+
+    # --- small helpers ------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    # --- stage 1: AR sampling with a KV cache ----------------------------------------------------------
+
+    def _decode_loop(self, batch: TokenBatch, hidden: torch.Tensor | None, *, steps: int, guidance: float,
+                     choose: Any, inputs_embeds: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """Prefill the prompt, then yield logits and take the next token from ``choose(step, logits)``.
+
+        Rows are the batch (conditional) and, when ``guidance != 1``, a copy of the batch with
+        ``hidden`` positions masked out of attention (the unconditional branch). The generator
+        yields guided logits ``[B, V]`` for each step; ``choose`` returns tokens ``Long[B]``.
+        """
+        model = self.model
+        ids, pad_mask = batch.input_ids, batch.attention_mask
+        visible = pad_mask
+        use_cfg = guidance != 1.0 and hidden is not None
+        if use_cfg:
+            ids = torch.cat([ids, ids])
+            visible = torch.cat([pad_mask, pad_mask & ~hidden])
+            pad_mask = torch.cat([pad_mask, pad_mask])
+            if inputs_embeds is not None:
+                inputs_embeds = torch.cat([inputs_embeds, inputs_embeds])
+        positions = positions_from_mask(pad_mask)
+        out = model.run_backbone(ids, visible, position_ids=positions, inputs_embeds=inputs_embeds, use_cache=True)
+        cache = out.past_key_values
+        next_pos = positions[:, -1:] + 1
+        logits = out.logits[:, -1]
+        rows = batch.input_ids.shape[0]
+        for step in range(steps):
+            guided = guided_logits(logits[:rows].float(), logits[rows:].float(), guidance) if use_cfg else logits.float()
+            token = choose(step, guided)
+            yield token
+            if step == steps - 1:
+                break
+            feed = torch.cat([token, token]) if use_cfg else token
+            out = model.run_backbone(feed[:, None], torch.ones_like(feed[:, None], dtype=torch.bool),
+                                     position_ids=next_pos, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            next_pos = next_pos + 1
+            logits = out.logits[:, -1]
+
+    def sample_visual_tokens(self, batch: TokenBatch, hidden: torch.Tensor | None, *, guidance: float,
+                             temperature: float, top_k: int | None, top_p: float | None,
+                             generator: torch.Generator) -> torch.Tensor:
+        """Prompts ending in ``[image_start]`` (left-padded) -> generated ids ``Long[B, h*(w+1)]``."""
+        layout = self.model.layout
+        start, stop = layout.gen_vocab_start, layout.gen_vocab_start + layout.codebook_size
+        eol = layout.special.eol
+
+        def choose(step: int, logits: torch.Tensor) -> torch.Tensor:
+            if layout.is_row_end(step):
+                return torch.full((logits.shape[0],), eol, dtype=torch.long, device=logits.device)
+            visual = logits[:, start:stop]  # only visual codes may be sampled inside a row
+            return start + sample_next(visual, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+
+        tokens = list(self._decode_loop(batch, hidden, steps=layout.generated_length, guidance=guidance,
+                                        choose=choose))
+        return torch.stack(tokens, dim=1)
+
+    # --- stage 2: condition + DiT ----------------------------------------------------------------------
+
+    def _conditions(self, batch: TokenBatch, generated: torch.Tensor,
+                    branches: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Re-encode prompt + generated tokens once per branch (rows stacked) and run the aligner.
+        ``branches``: Bool[B, T_prompt] masks of positions hidden in that branch."""
+        model = self.model
+        s = model.special
+        b = generated.shape[0]
+        tail = torch.tensor([s.eof, s.image_end], device=generated.device).expand(b, 2)
+        ids = torch.cat([batch.input_ids, generated, tail], dim=1)
+        gen_roles = torch.where(generated == s.eol, int(Role.TARGET_SPECIAL), int(Role.TARGET_VISUAL))
+        roles = torch.cat([batch.roles, gen_roles, torch.full_like(tail, int(Role.TARGET_SPECIAL))], dim=1)
+        pad_mask = torch.cat([batch.attention_mask, torch.ones_like(gen_roles, dtype=torch.bool),
+                              torch.ones_like(tail, dtype=torch.bool)], dim=1)
+        extra = ids.shape[1] - batch.input_ids.shape[1]
+        visibles = [pad_mask & ~torch.cat([h, h.new_zeros(b, extra)], dim=1) for h in branches]
+        n = len(branches)
+        out = model.run_backbone(ids.repeat(n, 1), torch.cat(visibles), position_ids=positions_from_mask(pad_mask).repeat(n, 1),
+                                 output_hidden_states=True)
+        cond, mask = model.condition(out.hidden_states, roles.repeat(n, 1), torch.cat(visibles))
+        return [(cond[i * b:(i + 1) * b], mask[i * b:(i + 1) * b]) for i in range(n)]
+
+    def _render(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], refs: list[list[torch.Tensor] | None],
+                scales: Sequence[float], *, steps: int, cfg_range: tuple[float, float],
+                generator: torch.Generator) -> torch.Tensor:
+        """Flow-matching sampling of latents with guidance over the branches, then codec decode.
+
+        ``conditions[0]`` is the conditional branch; with one unconditional branch the velocity is
+        ``u + s (c - u)``, with two (edits) dual guidance ``u + s_img (r - u) + s_txt (c - r)``.
+        """
+        model = self.model
+        b = conditions[0][0].shape[0]
+        shape = (b, int(model.decoder.in_channels), model.latent_size, model.latent_size)
+        noise = torch.randn(shape, generator=generator, device=self.device)
+
+        shift = math.sqrt(model.latent_size * model.latent_size) / 40.0  # reference sampling shift
+        lo, hi = cfg_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise Mammoth2InputError(f"cfg_range must satisfy 0 <= lo <= hi <= 1, got {cfg_range}")
+
+        def branch(i: int, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            c, m = conditions[i]
+            return model.decoder(x, t, c, m, refs[i])
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v_cond = branch(0, x, t)
+            if not scales or not fm.in_cfg_range(t, cfg_range):
+                return v_cond
+            if len(scales) == 1:  # u + s (c - u)
+                v_uncond = branch(1, x, t)
+                return v_uncond + scales[0] * (v_cond - v_uncond)
+            # dual guidance: u + s_img (r - u) + s_txt (c - r)
+            v_ref, v_uncond = branch(1, x, t), branch(2, x, t)
+            return v_uncond + scales[0] * (v_ref - v_uncond) + scales[1] * (v_cond - v_ref)
+
+        latents = fm.sample_flow(velocity, noise, steps=steps, shift=shift, scheduler=self.scheduler)
+        return model.codec.decode(latents).float().clamp(-1, 1)
+
+    # --- public verbs --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompts: str | Sequence[str], *, seed: int = 0, steps: int = 20, guidance: float = 4.0,
+                 ar_guidance: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, cfg_range: tuple[float, float] = (0.0, 1.0),
+                 return_result: bool = False) -> list[Any] | GenerationResult:
+        """Text to image for one prompt or a batch of prompts; returns PIL images (one per prompt).
+
+        ``ar_guidance`` is the CFG scale on the AR logits (reference: 7.0), ``guidance`` the DiT's;
+        ``temperature=0`` samples the visual tokens greedily.
+        """
+        check_sampling_args(temperature, top_k, top_p)
+        prompts = _as_list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise Mammoth2InputError(f"prompts must be a string or a non-empty list of strings, got {prompts!r}")
+        model = self.model
+        g = self._generator(seed)
+        tok = model.text_tokenizer
+        batch = collate([model.layout.generation(tok.encode(p)) for p in prompts], model.special.pad,
+                        padding_side="left").to(self.device)
+        rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
+        no_text = dropped_mask(batch.roles, rows, ~rows)
+        with self._autocast():
+            generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
+                                                  top_k=top_k, top_p=top_p, generator=g)
+            use_cfg = guidance != 1.0
+            branches = [torch.zeros_like(no_text)] + ([no_text] if use_cfg else [])
+            conditions = self._conditions(batch, generated, branches)
+            pixels = self._render(conditions, [None] * len(conditions), [guidance] if use_cfg else [],
+                                  steps=steps, cfg_range=cfg_range, generator=g)
+        images = to_pil(pixels)
+        if return_result:
+            return GenerationResult(images, pixels, model.layout.codes_from_generated(generated))
+        return images
+
+    @torch.no_grad()
+    def edit(self, image: Any, instruction: str | Sequence[str], *, seed: int = 0, steps: int = 20,
+             text_guidance: float = 4.0, image_guidance: float = 1.5, ar_guidance: float = 3.0,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             cfg_range: tuple[float, float] = (0.0, 1.0)) -> Any:
+        """Edit an image (or a list) by an instruction: the source enters the prompt as discrete tokens
+        and the DiT as a reference latent; the DiT uses dual guidance (``image_guidance`` toward the
+        source, ``text_guidance`` toward the instruction). Returns a PIL image (a list for lists)."""
+        check_sampling_args(temperature, top_k, top_p)
+        single = not isinstance(image, (list, tuple)) and isinstance(instruction, str)
+        images, instructions = _as_list(image), _as_list(instruction)
+        if len(images) == 1 and len(instructions) > 1:
+            images = images * len(instructions)
+        if len(instructions) == 1 and len(images) > 1:
+            instructions = instructions * len(images)
+        if len(images) != len(instructions):
+            raise Mammoth2InputError(f"edit got {len(images)} images but {len(instructions)} instructions")
+        model = self.model
+        size = model.config.image_size
+        src = torch.stack([image_tensor(im, size) for im in images]).to(self.device)
+        codes = model.visual_codes(src).cpu()
+        tok = model.text_tokenizer
+        batch = collate([model.layout.edit(c, tok.encode(ins)) for c, ins in zip(codes, instructions)],
+                        model.special.pad, padding_side="left").to(self.device)
+        g = self._generator(seed)
+        rows = torch.ones(len(images), dtype=torch.bool, device=self.device)
+        no_text = dropped_mask(batch.roles, rows, ~rows)
+        no_text_no_source = dropped_mask(batch.roles, rows, rows)
+        with self._autocast():
+            generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
+                                                  top_k=top_k, top_p=top_p, generator=g)
+            ref = [model.encode_latents(src)]
+            conditions = self._conditions(batch, generated, [torch.zeros_like(no_text), no_text, no_text_no_source])
+            pixels = self._render(conditions, [ref, ref, None], [image_guidance, text_guidance],
+                                  steps=steps, cfg_range=cfg_range, generator=g)
+        out = to_pil(pixels)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def ask(self, image: Any, question: str | Sequence[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
+            top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str | list[str]:
+        """Answer a question about an image (greedy by default); a list in gives a list out."""
+        check_sampling_args(temperature, top_k, top_p)
+        model = self.model
+        if model.vision_encoder is None:
+            raise Mammoth2InputError("this model has no vision_encoder, so it cannot look at images; "
+                                     "use a config with vision_encoder set (e.g. the 'tiny' preset)")
+        if max_new_tokens < 1:
+            raise Mammoth2InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        single = not isinstance(image, (list, tuple)) and isinstance(question, str)
+        images, questions = _as_list(image), _as_list(question)
+        if len(images) == 1 and len(questions) > 1:
+            images = images * len(questions)
+        if len(questions) == 1 and len(images) > 1:
+            questions = questions * len(images)
+        if len(images) != len(questions):
+            raise Mammoth2InputError(f"ask got {len(images)} images but {len(questions)} questions")
+        size = model.config.image_size
+        pixels = torch.stack([image_tensor(im, size) for im in images]).to(self.device)
+        tok = model.text_tokenizer
+        batch = collate([model.layout.understanding(tok.encode(q)) for q in questions], model.special.pad,
+                        padding_side="left").to(self.device)
+        g = self._generator(seed)
+        text_vocab = model.layout.gen_vocab_start
+        eos = model.special.eos
+        done = torch.zeros(len(images), dtype=torch.bool, device=self.device)
+
+        def choose(step: int, logits: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            token = sample_next(logits[:, :text_vocab], temperature=temperature, top_k=top_k, top_p=top_p,
+                                generator=g)
+            token = torch.where(done, torch.full_like(token, eos), token)
+            done = done | (token == eos)
+            return token
+
+        answers: list[torch.Tensor] = []
+        with self._autocast():
+            embeds = model.input_embeddings(batch.input_ids, batch.roles, pixels,
+                                            torch.ones(len(images), dtype=torch.bool, device=self.device))
+            for token in self._decode_loop(batch, None, steps=max_new_tokens, guidance=1.0, choose=choose,
+                                           inputs_embeds=embeds):
+                answers.append(token)
+                if bool(done.all()):
+                    break
+        ids = torch.stack(answers, dim=1).tolist()
+        texts = [tok.decode(row[: row.index(eos)] if eos in row else row) for row in ids]
+        return texts[0] if single else texts
+
+    def caption(self, image: Any, **kwargs: Any) -> str | list[str]:
+        """Describe an image: :meth:`ask` with an empty question."""
+        return self.ask(image, [""] * len(image) if isinstance(image, (list, tuple)) else "", **kwargs)
