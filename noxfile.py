@@ -27,6 +27,7 @@ FAMILIES = {
     "mammoth2": ["tests/mammoth2"],
     "sparseengine": ["tests/sparseengine"],
     "mcu": ["tests/mcu_targets"],
+    "tinyformer": ["tests/tinyformer"],
 }
 
 nox.options.default_venv_backend = "none"
@@ -58,7 +59,7 @@ def shared_env(session: nox.Session) -> dict[str, str]:
 @nox.session
 @nox.parametrize("family", list(FAMILIES))
 def tests(session: nox.Session, family: str) -> None:
-    """pytest for one plugin family / backend (core, mammoth2, sparseengine, mcu)."""
+    """pytest for one plugin family / backend (core, mammoth2, sparseengine, mcu, tinyformer)."""
     env = shared_env(session)
     paths = [p for p in FAMILIES[family] if (ROOT / p).exists()]
     if not paths:
