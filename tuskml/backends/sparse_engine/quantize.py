@@ -1,0 +1,245 @@
+"""Post-training int8 quantisation (TFLite spec), calibrated on sample data: float Graph -> integer Graph.
+
+* Activations: asymmetric per tensor, range = [min(0, observed min), max(0, observed max)] over the
+  calibration data, ``scale = range / 255``, zero point so that 0.0 is exactly representable.
+  ``max_pool2d``/``transpose``/``reshape`` outputs share their input's parameters (pure data
+  movement); softmax outputs are fixed at scale 1/256, zero point -128 (as in TFLite).
+* Weights: symmetric per output channel, int8 in [-127, 127]; bias int32 at ``s_x * s_w[o]``.
+* Every op's real-valued rescale factor is turned into an int32 (multiplier, shift) pair by
+  :func:`fixedpoint.quantize_multiplier`; the float-free integer semantics are in ``ir.py``.
+* GELU/SiLU/sigmoid/... become 256-entry lookup tables; LayerNorm and softmax get the integer
+  parameters of ``fixedpoint.layer_norm_int`` / ``softmax_int``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tuskml.backends.sparse_engine import fixedpoint as fp
+from tuskml.backends.sparse_engine.ir import Graph, Node, Tensor
+from tuskml.backends.sparse_engine.kernels_numpy import float_activation
+from tuskml.backends.sparse_engine.reference import run_float, to_graph_layout
+from tuskml.core.errors import TuskmlError
+
+
+class QuantizationError(TuskmlError):
+    """The graph or the calibration data cannot be quantised (names the tensor or layer)."""
+
+
+ADD_LEFT_SHIFT = 20
+_PASS_THROUGH_QPARAMS = ("max_pool2d", "transpose", "reshape")
+
+
+def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
+    """TFLite asymmetric int8 parameters for the real range [lo, hi] (widened to include 0)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8 * 255  # a constant-zero tensor: any scale works, keep it tiny but non-zero
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(np.floor(-128 - lo / scale + 0.5), -128, 127))
+    return scale, zp
+
+
+def quantize_weights_per_channel(w: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 weights -> (int8 array, float64 scales [channels])."""
+    moved = np.moveaxis(np.asarray(w, np.float64), axis, 0)
+    absmax = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0)
+    q = np.clip(np.floor(moved / scale.reshape(-1, *[1] * (moved.ndim - 1)) + 0.5), -127, 127).astype(np.int8)
+    return np.moveaxis(q, 0, axis), scale
+
+
+def calibrate(graph: Graph, calibration_inputs: Any, batch_size: int = 16) -> dict[str, tuple[float, float]]:
+    """Observed (min, max) of every activation of the float graph; inputs are in torch layout."""
+    if graph.quantized:
+        raise QuantizationError("calibrate needs the float graph")
+    x = np.asarray(calibration_inputs.detach().cpu().numpy() if hasattr(calibration_inputs, "detach") else calibration_inputs)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise QuantizationError("calibration_inputs is empty: pass at least one sample [N, ...]")
+    x = to_graph_layout(graph, x)
+    ranges: dict[str, tuple[float, float]] = {}
+
+    def observe(name: str, value: np.ndarray) -> None:
+        lo, hi = float(value.min()), float(value.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise QuantizationError(f"tensor {name!r} has non-finite values during calibration")
+        old = ranges.get(name)
+        ranges[name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+    graph_batch = graph.tensors[graph.inputs[0]].shape[0]
+    step = max(graph_batch, (batch_size // graph_batch) * graph_batch)
+    usable = (x.shape[0] // graph_batch) * graph_batch
+    if usable == 0:
+        raise QuantizationError(f"need at least {graph_batch} calibration samples (the graph batch size)")
+    for i in range(0, usable, step):
+        run_float(graph, x[i:i + step], observe=observe)
+    return ranges
+
+
+class _Quantizer:
+    def __init__(self, fgraph: Graph, ranges: dict[str, tuple[float, float]]):
+        self.f = fgraph
+        self.ranges = ranges
+        self.q = Graph(name=fgraph.name, quantized=True, inputs=list(fgraph.inputs), outputs=list(fgraph.outputs),
+                       input_permutations=dict(fgraph.input_permutations))
+
+    def act(self, name: str, scale: float, zp: int) -> Tensor:
+        t = self.q.tensors.get(name)
+        if t is None:
+            t = self.q.add_tensor(Tensor(name=name, shape=self.f.tensors[name].shape, dtype="int8",
+                                         scale=float(scale), zero_point=int(zp)))
+        return t
+
+    def act_from_range(self, name: str) -> Tensor:
+        if name not in self.ranges:
+            raise QuantizationError(f"tensor {name!r} was not seen during calibration")
+        return self.act(name, *activation_qparams(*self.ranges[name]))
+
+    def clamp_range(self, activation: str, y: Tensor) -> tuple[int, int]:
+        if activation == "relu":
+            return max(-128, y.zero_point), 127
+        if activation == "relu6":
+            return max(-128, y.zero_point), min(127, y.zero_point + int(np.floor(6.0 / y.scale + 0.5)))
+        return -128, 127
+
+    def run(self) -> Graph:
+        for name in self.f.inputs:
+            self.act_from_range(name)
+        for node in self.f.nodes:
+            try:
+                self.node(node)
+            except fp.FixedPointError as exc:
+                raise QuantizationError(f"layer {node.module_path!r} (node {node.name!r}, {node.op}): {exc}") from exc
+        self.q.validate()
+        return self.q
+
+    def emit(self, node: Node, op: str, inputs: list[str], attrs: dict) -> None:
+        self.q.add_node(Node(name=node.name, op=op, inputs=inputs, outputs=list(node.outputs), attrs=attrs,
+                             module_path=node.module_path))
+
+    def check_accumulator(self, node: Node, k: int, input_range: int = 255, weight_range: int = 127) -> None:
+        if k * input_range * weight_range >= 2 ** 31:
+            raise QuantizationError(f"layer {node.module_path!r}: reduction length {k} could overflow the int32 accumulator")
+
+    def node(self, node: Node) -> None:
+        op = node.op
+        ins = [self.q.tensors[n] for n in node.inputs if not self.f.tensors[n].is_constant]
+        out_name = node.outputs[0]
+        if op in _PASS_THROUGH_QPARAMS:
+            x = ins[0]
+            self.act(out_name, x.scale, x.zero_point)
+            self.emit(node, op, [x.name], dict(node.attrs))
+            return
+        if op == "softmax":
+            x = ins[0]
+            if self.f.tensors[x.name].shape[-1] > fp.SOFTMAX_MAX_LEN:
+                raise QuantizationError(f"layer {node.module_path!r}: softmax row longer than {fp.SOFTMAX_MAX_LEN}")
+            self.act(out_name, fp.SOFTMAX_OUTPUT_SCALE, fp.SOFTMAX_OUTPUT_ZERO_POINT)
+            self.emit(node, "softmax", [x.name], {"exp_table": fp.build_exp_table(x.scale)})
+            return
+        y = self.act_from_range(out_name)
+        a = node.attrs
+        if op in ("conv2d", "depthwise_conv2d", "fully_connected"):
+            x = ins[0]
+            wf = self.f.tensors[node.inputs[1]]
+            bf = self.f.tensors[node.inputs[2]]
+            axis = 0 if op != "depthwise_conv2d" else 2
+            wq, ws = quantize_weights_per_channel(wf.data, axis)
+            k = int(np.prod(wf.shape)) // wf.shape[axis]
+            self.check_accumulator(node, k)
+            bias_scale = x.scale * ws
+            bq = np.floor(bf.data.astype(np.float64) / bias_scale + 0.5)
+            if np.abs(bq).max(initial=0) >= 2 ** 30:
+                raise QuantizationError(f"layer {node.module_path!r}: bias too large for int32 at scale {x.scale}*w_scale")
+            w_t = self.q.add_tensor(Tensor(name=wf.name, shape=wf.shape, dtype="int8", scale=ws, zero_point=0, data=wq))
+            b_t = self.q.add_tensor(Tensor(name=bf.name, shape=bf.shape, dtype="int32", scale=bias_scale, zero_point=0,
+                                           data=bq.astype(np.int32)))
+            mult, shift = fp.quantize_multipliers(x.scale * ws / y.scale)
+            lo, hi = self.clamp_range(a.get("activation", "none"), y)
+            attrs = {"requant_multiplier": mult, "requant_shift": shift, "act_min": lo, "act_max": hi,
+                     "sparse_block": int(a.get("sparse_block", 0))}
+            if op != "fully_connected":
+                attrs.update(stride=tuple(a["stride"]), padding=tuple(a["padding"]), dilation=tuple(a["dilation"]))
+            self.emit(node, op, [x.name, w_t.name, b_t.name], attrs)
+        elif op == "add":
+            xa, xb = ins
+            twice_max = 2.0 * max(xa.scale, xb.scale)
+            m1, s1 = fp.quantize_multiplier(xa.scale / twice_max)
+            m2, s2 = fp.quantize_multiplier(xb.scale / twice_max)
+            mo, so = fp.quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * y.scale))
+            lo, hi = self.clamp_range(a.get("activation", "none"), y)
+            self.emit(node, "add", [xa.name, xb.name], {
+                "left_shift": ADD_LEFT_SHIFT, "input1_multiplier": m1, "input1_shift": s1,
+                "input2_multiplier": m2, "input2_shift": s2, "output_multiplier": mo, "output_shift": so,
+                "act_min": lo, "act_max": hi})
+        elif op == "mul" and len(ins) == 1:
+            m, s = fp.quantize_multiplier(a["scalar"] * ins[0].scale / y.scale)
+            self.emit(node, "requantize", [ins[0].name], {"multiplier": m, "shift": s})
+        elif op == "mul":
+            xa, xb = ins
+            m, s = fp.quantize_multiplier(xa.scale * xb.scale / y.scale)
+            self.emit(node, "mul", [xa.name, xb.name], {"multiplier": m, "shift": s, "act_min": -128, "act_max": 127})
+        elif op == "activation":
+            x = ins[0]
+            fn = a["function"]
+            table = fp.build_lut(lambda v: float_activation(fn, v), x.scale, x.zero_point, y.scale, y.zero_point)
+            self.emit(node, "lut", [x.name], {"table": table, "function": fn})
+        elif op == "avg_pool2d":
+            kh, kw = a["kernel"]
+            self.check_accumulator(node, kh * kw, 255, 1)
+            m, s = fp.quantize_multiplier(ins[0].scale / (y.scale * kh * kw))
+            self.emit(node, "avg_pool2d", [ins[0].name], {"kernel": tuple(a["kernel"]), "stride": tuple(a["stride"]),
+                                                          "multiplier": m, "shift": s})
+        elif op == "mean":
+            shape = self.f.tensors[ins[0].name].shape
+            count = int(np.prod([shape[i] for i in a["axes"]]))
+            self.check_accumulator(node, count, 255, 1)
+            m, s = fp.quantize_multiplier(ins[0].scale / (y.scale * count))
+            self.emit(node, "mean", [ins[0].name], {"axes": tuple(a["axes"]), "keepdims": bool(a["keepdims"]),
+                                                    "multiplier": m, "shift": s})
+        elif op == "layer_norm":
+            x = ins[0]
+            c = self.f.tensors[x.name].shape[-1]
+            if c > fp.LAYER_NORM_MAX_C:
+                raise QuantizationError(f"layer {node.module_path!r}: layer norm over {c} > {fp.LAYER_NORM_MAX_C} channels")
+            gamma = np.asarray(a["gamma"], np.float64)
+            beta = np.asarray(a["beta"], np.float64)
+            mult, shift = fp.quantize_multipliers(gamma / (y.scale * (1 << fp.LAYER_NORM_Z_BITS)))
+            beta_q = np.floor(beta / y.scale + 0.5)
+            self.emit(node, "layer_norm", [x.name], {
+                "eps_q": int(np.floor(a["eps"] / x.scale ** 2 + 0.5)), "requant_multiplier": mult,
+                "requant_shift": shift, "beta_q": np.clip(beta_q, -(2 ** 20), 2 ** 20).astype(np.int32)})
+        elif op == "batch_matmul":
+            xa, xb = ins
+            self.check_accumulator(node, self.f.tensors[xa.name].shape[-1], 255, 255)
+            m, s = fp.quantize_multiplier(a.get("alpha", 1.0) * xa.scale * xb.scale / y.scale)
+            self.emit(node, "batch_matmul", [xa.name, xb.name], {"multiplier": m, "shift": s})
+        elif op == "concat":
+            pairs = [fp.quantize_multiplier(x.scale / y.scale) for x in ins]
+            self.emit(node, "concat", [x.name for x in ins], {
+                "axis": int(a["axis"]), "multipliers": tuple(p[0] for p in pairs), "shifts": tuple(p[1] for p in pairs)})
+        else:
+            raise QuantizationError(f"layer {node.module_path!r}: no quantisation rule for op {op!r}")
+
+
+def quantize_graph(graph: Graph, calibration_inputs: Any, *, batch_size: int = 16) -> Graph:
+    """Calibrate the float ``graph`` on ``calibration_inputs`` (torch layout, e.g. NCHW) -> integer graph."""
+    if graph.quantized:
+        raise QuantizationError(f"graph {graph.name!r} is already quantized")
+    if len(graph.inputs) != 1:
+        raise QuantizationError(f"quantize_graph supports single-input graphs, {graph.name!r} has {len(graph.inputs)}")
+    ranges = calibrate(graph, calibration_inputs, batch_size)
+    return _Quantizer(graph, ranges).run()
+
+
+def quantize_model(model: Any, calibration_inputs: Any, *, example_input: Any = None) -> Graph:
+    """Convenience: :func:`frontend.import_torch` then :func:`quantize_graph` (batch-1 graph)."""
+    import torch
+
+    from tuskml.backends.sparse_engine.frontend import import_torch
+
+    calib = calibration_inputs if isinstance(calibration_inputs, torch.Tensor) else torch.as_tensor(np.asarray(calibration_inputs))
+    example = calib[:1] if example_input is None else example_input
+    return quantize_graph(import_torch(model, example), calib)
