@@ -122,7 +122,7 @@ class Kernels:
 
     # -- convolutions ----------------------------------------------------------------------------
     def conv(self, x, w, bias, mult, shift, *, stride, padding, dilation, in_zp, out_zp, act_min=-128,
-             act_max=127, variant="portable", depthwise=False):
+             act_max=127, variant="portable", depthwise=False, brl=None, use_dsp=True, in_place=False):
         x = i8(x)
         n, h, wd, c = x.shape
         if depthwise:
@@ -140,12 +140,26 @@ class Kernels:
                        weights=ptr(keep[0], I8), bias=ptr(keep[1], I32), multiplier=ptr(keep[2], I32),
                        shift=ptr(keep[3], I32))
         out = np.zeros((n, oh, ow, oc), dtype=np.int8)
-        if depthwise:
+        if depthwise and in_place:
+            buf = np.zeros(max(x.size, out.size), np.int8)
+            buf[:x.size] = x.reshape(-1)
+            scratch = np.zeros(h * wd, np.int8)
+            self.lib.tk_depthwise_conv2d_s8_inplace(C.byref(p), ptr(buf, I8), ptr(scratch, I8))
+            out = buf[:out.size].reshape(out.shape).copy()
+        elif depthwise:
             self.lib.tk_depthwise_conv2d_s8(C.byref(p), ptr(x, I8), ptr(out, I8))
+        elif brl is not None:
+            arrays = [np.ascontiguousarray(brl.row_nnzb, np.uint16), np.ascontiguousarray(brl.runs, np.uint16),
+                      i8(brl.values)]
+            fc = FcParams(block=brl.block, row_nnzb=ptr(arrays[0], U16), runs=ptr(arrays[1], U16),
+                          values=ptr(arrays[2], I8))
+            scratch = np.zeros(self.lib.tk_conv2d_dsp_scratch_bytes(C.byref(p), I32(brl.block)) // 4 + 4, np.uint32)
+            self.lib.tk_conv2d_s8_brl(C.byref(p), C.byref(fc), ptr(x, I8), ptr(out, I8), ptr(scratch, U32),
+                                      I32(int(use_dsp)))
         elif variant == "portable":
             self.lib.tk_conv2d_s8_portable(C.byref(p), ptr(x, I8), ptr(out, I8))
         else:
-            scratch = np.zeros(self.lib.tk_conv2d_dsp_scratch_bytes(C.byref(p)) // 4 + 4, dtype=np.uint32)
+            scratch = np.zeros(self.lib.tk_conv2d_dsp_scratch_bytes(C.byref(p), I32(0)) // 4 + 4, dtype=np.uint32)
             self.lib.tk_conv2d_s8_dsp(C.byref(p), ptr(x, I8), ptr(out, I8), ptr(scratch, U32))
         return out
 

@@ -10,6 +10,7 @@ from _numpy_twins import conv2d, requant
 from tuskml.backends.sparse_engine import fixedpoint as fp
 from tuskml.backends.sparse_engine.fixedpoint import multiply_by_quantized_multiplier as mbqm
 from tuskml.backends.sparse_engine.fixedpoint import quantize_multiplier, quantize_multipliers
+from tuskml.backends.sparse_engine.sparse_format import BlockRunLengthMatrix
 
 seeds = st.integers(0, 2**31)
 
@@ -38,6 +39,21 @@ def test_conv2d_portable_dsp_and_depthwise(kernels, seed, h, w, c, oc, k, stride
     expected_dw = conv2d(x, dw, dbias, dmult, dshift, **q, lo=0, hi=100, depthwise=True)
     got_dw = kernels.conv(x, dw, dbias, dmult, dshift, **q, act_min=0, act_max=100, depthwise=True)
     np.testing.assert_array_equal(got_dw, expected_dw)
+    if expected_dw.shape[1] * expected_dw.shape[2] <= h * w:  # in place is legal when the output is not larger
+        got_inplace = kernels.conv(x, dw, dbias, dmult, dshift, **q, act_min=0, act_max=100, depthwise=True,
+                                   in_place=True)
+        np.testing.assert_array_equal(got_inplace, expected_dw)
+    # block-sparse conv (patch embedding style): same result as the dense formula
+    block = int(rng.choice([1, 3, 4, 8]))
+    sparse_w = weight.reshape(oc, -1).copy()
+    kp = -(-sparse_w.shape[1] // block) * block
+    keep = np.repeat(rng.random((oc, kp // block)) < 0.4, block, axis=1)[:, :sparse_w.shape[1]]
+    sparse_w = np.where(keep, sparse_w, 0).astype(np.int8)
+    brl = BlockRunLengthMatrix.encode(sparse_w, block)
+    expected_sparse = conv2d(x, sparse_w.reshape(weight.shape), bias, mult, shift, **q)
+    for use_dsp in (True, False):
+        got = kernels.conv(x, weight, bias, mult, shift, **q, brl=brl, use_dsp=use_dsp)
+        np.testing.assert_array_equal(got, expected_sparse)
 
 
 @settings(max_examples=30, deadline=None)

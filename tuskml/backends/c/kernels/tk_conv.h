@@ -11,6 +11,8 @@
 
 #include <stdint.h>
 
+#include "tk_fc.h"
+
 typedef struct {
     int32_t batch, in_h, in_w, in_c;
     int32_t out_h, out_w, out_c;
@@ -25,11 +27,19 @@ typedef struct {
     const int32_t* shift;       /* [out_c] */
 } tk_conv_params;
 
-/* Scratch bytes tk_conv2d_s8_dsp needs: an int8 patch plus its widened int16 copy. */
-int32_t tk_conv2d_dsp_scratch_bytes(const tk_conv_params* p);
+/* Scratch bytes tk_conv2d_s8_dsp (block 0) / tk_conv2d_s8_brl (block B) need: an int8 patch plus its
+ * widened int16 copy. */
+int32_t tk_conv2d_dsp_scratch_bytes(const tk_conv_params* p, int32_t block);
 
 void tk_conv2d_s8_portable(const tk_conv_params* p, const int8_t* in, int8_t* out);
 void tk_conv2d_s8_dsp(const tk_conv_params* p, const int8_t* in, int8_t* out, uint32_t* scratch);
+/* Block-sparse conv (e.g. a patch embedding): im2col per pixel into the BRL fully-connected kernel;
+ * brl holds the BRL arrays of the weight viewed as [out_c][k_h*k_w*in_c]. */
+void tk_conv2d_s8_brl(const tk_conv_params* p, const tk_fc_params* brl, const int8_t* in, int8_t* out,
+                      uint32_t* scratch, int32_t use_dsp);
 void tk_depthwise_conv2d_s8(const tk_conv_params* p, const int8_t* in, int8_t* out);
+/* Depthwise conv whose output overwrites its input (same arena offset), as the memory planner may
+ * arrange: one input channel at a time is saved to scratch (in_h*in_w bytes) and then overwritten. */
+void tk_depthwise_conv2d_s8_inplace(const tk_conv_params* p, int8_t* buf, int8_t* scratch);
 
 #endif
