@@ -145,6 +145,7 @@ class TimmViTConfig(tuskml.BackboneConfig):
     in_chans: int = attrs.field(default=3, validator=_ge1)
     weights_path: str | None = None
     keep_prefix_tokens: bool = False
+    #: map [-1, 1] images to the (mean, std) normalisation of the timm model; False feeds them as is
     imagenet_normalize: bool = True
 
     def __attrs_post_init__(self) -> None:
@@ -199,7 +200,7 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
 
     image_size: int = attrs.field(default=32, validator=_ge1)
     in_channels: int = attrs.field(default=3, validator=_ge1)
-    hidden_channels: int = attrs.field(default=32, validator=_ge1)
+    hidden_channels: int = attrs.field(default=16, validator=_ge1)
     num_downsamples: int = attrs.field(default=2, validator=_ge0)
     num_res_blocks: int = attrs.field(default=1, validator=_ge0)
     codebook_size: int = attrs.field(default=256, validator=_ge1)
@@ -207,6 +208,8 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
     quantizer: Literal["rotation", "straight-through"] = "rotation"
     commitment_weight: float = attrs.field(default=0.25, validator=_ge0)
     codebook_weight: float = attrs.field(default=1.0, validator=_ge0)
+    #: training steps after which an unused code is moved onto a current encoder output (0: never)
+    restart_unused_after: int = attrs.field(default=20, validator=_ge0)
 
     def __attrs_post_init__(self) -> None:
         if self.image_size % (2**self.num_downsamples):

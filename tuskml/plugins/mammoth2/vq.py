@@ -1,0 +1,229 @@
+"""``vq``: trainable discrete visual tokenizer (the role of the reference's "MammothTok").
+
+Encoder -> 1x1 projection to a low-dimensional code space -> L2 normalisation -> nearest code of an
+L2-normalised codebook (cosine similarity) -> decoder. Low-dim, normalised codes keep the codebook
+well used (the reference uses 8-d codes and 16,384 entries). Gradients cross the non-differentiable
+lookup either by the *rotation trick* (the encoder output is rotated onto its code by a rotation
+treated as a constant, so the gradient keeps the angle between output and code; Fifty et al. 2024)
+or by the classic straight-through copy. The encoder here is convolutional (the reference's is a
+ViT); the interface (``encode``/``decode``/``forward``) does not depend on that choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuskml.core.errors import TuskmlError
+from tuskml.plugins.mammoth2.configs_ar import VQTokenizerConfig
+
+
+class VQInputError(TuskmlError, ValueError):
+    """Images or codes that do not fit the visual tokenizer."""
+
+
+@dataclass
+class VQOutput:
+    """``recon`` (unclamped), ``codes [B, h, w]``, ``loss`` = recon MSE + weighted commitment and
+    codebook terms, and ``codebook_usage`` (fraction of codes used in this batch) / ``perplexity``."""
+
+    recon: torch.Tensor
+    codes: torch.Tensor
+    loss: torch.Tensor
+    recon_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    codebook_usage: torch.Tensor
+    perplexity: torch.Tensor
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(_group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                                  _group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _widths(config: VQTokenizerConfig) -> list[int]:
+    """Channel width at each resolution level: doubled after the first downsample, then constant."""
+    return [config.hidden_channels * min(2**i, 2) for i in range(config.num_downsamples + 1)]
+
+
+class VQEncoder(nn.Module):
+    def __init__(self, config: VQTokenizerConfig):
+        super().__init__()
+        widths = _widths(config)
+        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, widths[0], 3, padding=1)]
+        for level in range(config.num_downsamples):
+            layers += [ResidualBlock(widths[level]) for _ in range(config.num_res_blocks)]
+            layers.append(nn.Conv2d(widths[level], widths[level + 1], 4, stride=2, padding=1))
+        layers += [ResidualBlock(widths[-1]) for _ in range(config.num_res_blocks)]
+        layers += [_group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], config.code_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class VQDecoder(nn.Module):
+    def __init__(self, config: VQTokenizerConfig):
+        super().__init__()
+        widths = _widths(config)
+        layers: list[nn.Module] = [nn.Conv2d(config.code_dim, widths[-1], 1)]
+        layers += [ResidualBlock(widths[-1]) for _ in range(config.num_res_blocks)]
+        for level in reversed(range(config.num_downsamples)):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[level + 1], widths[level], 3, padding=1)]
+            layers += [ResidualBlock(widths[level]) for _ in range(config.num_res_blocks)]
+        layers += [_group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], config.in_channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def rotation_trick(e: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Return ``q``'s value with gradients flowing to ``e`` through the rotation taking e onto q.
+
+    ``e``, ``q``: ``[N, d]``, both unit length. With ``u = e/|e|`` and ``r = normalize(u + q)``, the
+    Householder pair ``R = I - 2 r r^T + 2 q u^T`` maps ``u`` to ``q``; R (and the scale |q|/|e| = 1)
+    is held constant, so ``d out / d e = R``.
+    """
+    u = e.detach()
+    qd = q.detach()
+    r = F.normalize(u + qd, dim=-1, eps=eps)
+    return e - 2.0 * (e * r).sum(-1, keepdim=True) * r + 2.0 * (e * u).sum(-1, keepdim=True) * qd
+
+
+class L2Codebook(nn.Module):
+    """Cosine-similarity vector quantiser over an L2-normalised codebook ``[codebook_size, code_dim]``."""
+
+    def __init__(self, codebook_size: int, code_dim: int, quantizer: str, restart_unused_after: int = 0):
+        super().__init__()
+        self.quantizer = quantizer
+        self.restart_unused_after = restart_unused_after
+        self.embedding = nn.Parameter(F.normalize(torch.randn(codebook_size, code_dim), dim=-1))
+        # training steps since each code was last chosen (not saved: it only steers restarts)
+        self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long), persistent=False)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, e: torch.Tensor, codes: torch.Tensor) -> None:
+        """Move codes unused for ``restart_unused_after`` training steps onto random current encoder
+        outputs, so the codebook cannot collapse onto a few entries (which otherwise happens within
+        tens of steps on small data). Uses the global torch RNG, so it is seeded like the rest."""
+        used = torch.bincount(codes, minlength=self.embedding.shape[0]) > 0
+        self.unused_steps += 1
+        self.unused_steps[used] = 0
+        dead = (self.unused_steps >= self.restart_unused_after).nonzero().flatten()
+        if dead.numel():
+            pick = torch.randint(0, e.shape[0], (dead.numel(),), device=e.device)
+            self.embedding[dead] = e[pick].to(self.embedding.dtype)
+            self.unused_steps[dead] = 0
+
+    def normalized(self) -> torch.Tensor:
+        return F.normalize(self.embedding, dim=-1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.embedding(codes, self.normalized())
+
+    def nearest(self, e: torch.Tensor) -> torch.Tensor:
+        """Ids of the closest codes to unit vectors ``e [N, d]``."""
+        return (e @ self.normalized().t()).argmax(-1)
+
+    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``e [N, d]`` unit vectors -> (quantised with gradient path, ids, commitment, codebook loss)."""
+        codes = self.nearest(e.detach())
+        if self.training and self.restart_unused_after > 0:
+            self._restart_dead_codes(e.detach(), codes)
+        q = self.lookup(codes)
+        commitment = F.mse_loss(e, q.detach())
+        codebook = F.mse_loss(q, e.detach())
+        out = rotation_trick(e, q) if self.quantizer == "rotation" else e + (q - e).detach()
+        return out, codes, commitment, codebook
+
+
+class VQTokenizer(nn.Module):
+    """``encode(images) -> codes [B, h, w]``, ``decode(codes) -> images``, ``forward(images) -> VQOutput``.
+
+    Images are float ``[B, C, H, W]`` in ``[-1, 1]`` with H and W divisible by ``2**num_downsamples``.
+    """
+
+    def __init__(self, config: VQTokenizerConfig | None = None):
+        super().__init__()
+        config = config or VQTokenizerConfig()
+        self.config = config
+        self.tuskml_config = config
+        self.codebook_size = config.codebook_size
+        self.code_dim = config.code_dim
+        self.downsample = 2**config.num_downsamples
+        self.encoder = VQEncoder(config)
+        self.quantize = L2Codebook(config.codebook_size, config.code_dim, config.quantizer, config.restart_unused_after)
+        self.decoder = VQDecoder(config)
+
+    def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Code grid ``(h, w)`` of an image of ``image_size`` (int for square, or ``(H, W)``)."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        if h % self.downsample or w % self.downsample or h <= 0 or w <= 0:
+            raise VQInputError(f"image size {(h, w)} is not a positive multiple of the VQ downsampling {self.downsample}")
+        return h // self.downsample, w // self.downsample
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        c = self.config.in_channels
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != c or not images.is_floating_point():
+            raise VQInputError(f"vq expects float images [B, {c}, H, W] in [-1, 1], got {tuple(getattr(images, 'shape', ()))}")
+        self.grid_size((images.shape[2], images.shape[3]))
+
+    def _unit_latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        z = self.encoder(images)
+        b, d, h, w = z.shape
+        return F.normalize(z.permute(0, 2, 3, 1).reshape(-1, d), dim=-1), (b, h, w)
+
+    def _decode_vectors(self, q: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        b, h, w = shape
+        return self.decoder(q.view(b, h, w, self.code_dim).permute(0, 3, 1, 2))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Code ids ``Long [B, h, w]``."""
+        self._check_images(images)
+        e, (b, h, w) = self._unit_latents(images)
+        return self.quantize.nearest(e).view(b, h, w)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, h*f, w*f]`` clamped to ``[-1, 1]`` from code ids ``[B, h, w]``."""
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.is_floating_point():
+            raise VQInputError(f"decode expects integer codes [B, h, w], got {tuple(getattr(codes, 'shape', ()))}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise VQInputError(f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+        q = self.quantize.lookup(codes.reshape(-1))
+        return self._decode_vectors(q, tuple(codes.shape)).clamp(-1.0, 1.0)
+
+    def forward(self, images: torch.Tensor) -> VQOutput:
+        self._check_images(images)
+        e, shape = self._unit_latents(images)
+        q, codes, commitment, codebook = self.quantize(e)
+        recon = self._decode_vectors(q, shape)
+        recon_loss = F.mse_loss(recon, images)
+        loss = recon_loss + self.config.commitment_weight * commitment + self.config.codebook_weight * codebook
+        counts = torch.bincount(codes, minlength=self.codebook_size).float()
+        probs = counts / counts.sum()
+        usage = (counts > 0).float().mean()
+        perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())
+        return VQOutput(recon=recon, codes=codes.view(shape), loss=loss, recon_loss=recon_loss,
+                        commitment_loss=commitment, codebook_loss=codebook, codebook_usage=usage,
+                        perplexity=perplexity)
+
+    def example_inputs(self) -> tuple[torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        s = self.config.image_size
+        return (torch.rand(2, self.config.in_channels, s, s, generator=g) * 2 - 1,)
