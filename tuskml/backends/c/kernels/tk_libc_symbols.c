@@ -1,10 +1,10 @@
 /* Standard memcpy / memset for freestanding builds of a generated project (no libc linked).
- * Compiled only into firmware images (TK_FREESTANDING defined), never into host test libraries. */
+ * Active only in freestanding builds (-ffreestanding, __STDC_HOSTED__ == 0); empty on a hosted build. */
 #include <stddef.h>
 
 #include "tk_libc.h"
 
-#if defined(TK_FREESTANDING)
+#if !__STDC_HOSTED__
 void* memcpy(void* dst, const void* src, size_t n) {
     tk_memcpy(dst, src, (uint32_t)n);
     return dst;
