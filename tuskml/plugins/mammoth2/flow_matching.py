@@ -160,7 +160,7 @@ def sample_flow(velocity_fn: VelocityFn, noise: torch.Tensor, *, steps: int = 50
     x = noise
     for i, timestep in enumerate(scheduler.timesteps):
         sigma = timestep.float() / train_steps
-        t = (1.0 - sigma).expand(x.shape[0]).to(x.device)
+        t = (1.0 - sigma).clamp(0.0, 1.0).expand(x.shape[0]).to(x.device)  # float32 sigma can overshoot 1
         v = velocity_fn(x, t)
         x = scheduler.step(-v, timestep, x, return_dict=False)[0]  # scheduler wants dx/dsigma = -v
         if callback is not None:
