@@ -1,0 +1,140 @@
+"""Mammoth2Model: conformance, derived sizes, losses, FM gradients into the backbone, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tuskml
+from tuskml.plugins.mammoth2.model import (
+    EditSample,
+    Mammoth2InputError,
+    Mammoth2Model,
+    TextToImageSample,
+    UnderstandingSample,
+)
+from tuskml.plugins.mammoth2.pipeline import load_preset, preset_names
+from tuskml.testing import check_component
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Mammoth2Model:
+    torch.manual_seed(0)
+    return Mammoth2Model(load_preset("tiny"))
+
+
+def test_conformance(tmp_path):
+    check_component("models", "mammoth2", tmp_path)
+
+
+def test_presets_are_shipped_and_parse():
+    assert {"tiny", "small"} <= set(preset_names())
+    small = load_preset("small")
+    assert small.image_size == 128 and small.vision_encoder is not None
+    with pytest.raises(tuskml.ConfigError, match="no mammoth2 preset 'huge'"):
+        load_preset("huge")
+
+
+def test_model_derives_sizes_shared_by_parts(tiny):
+    cfg = tiny.config
+    assert cfg.backbone.text_vocab_size == tiny.text_tokenizer.vocab_size
+    assert cfg.backbone.gen_vocab_size == tiny.visual_tokenizer.codebook_size
+    assert cfg.aligner.in_dim == tiny.backbone.hidden_size
+    assert cfg.aligner.out_dim == tiny.decoder.cond_dim
+    assert cfg.decoder.in_channels == tiny.codec.latent_channels
+    assert cfg.vision_encoder.img_size == cfg.image_size == cfg.visual_tokenizer.image_size
+    # a preset written with inconsistent sizes is fixed up, not trusted
+    bad = load_preset("tiny", backbone={"text_vocab_size": 7, "gen_vocab_size": 3}, aligner={"in_dim": 5})
+    model = Mammoth2Model(bad)
+    assert model.backbone.gen_vocab_start == model.text_tokenizer.vocab_size
+    assert model.config.aligner.in_dim == model.backbone.hidden_size
+
+
+def test_inconsistent_image_size_is_a_clear_error():
+    with pytest.raises(tuskml.ConfigError, match="image_size"):
+        Mammoth2Model(load_preset("tiny", image_size=30))
+
+
+def test_forward_losses_and_weighting(tiny):
+    batch = tiny.example_inputs()
+    assert batch["input_ids"].shape[0] == 3 and bool(batch["has_understanding"][2])
+    tiny.eval()
+    torch.manual_seed(0)
+    out = tiny(**batch)
+    for value in (out.loss, out.ntp_loss, out.fm_loss):
+        assert value.dim() == 0 and torch.isfinite(value)
+    assert out.ntp_loss > 1.0 and out.fm_loss > 0.1  # untrained
+    w = tiny.config.fm_weight
+    assert torch.allclose(out.loss, tiny.config.ntp_weight * out.ntp_loss + w * out.fm_loss)
+    torch.manual_seed(0)
+    again = tiny(**batch)
+    assert torch.equal(out.loss, again.loss)  # eval mode: deterministic for a seed
+
+
+def test_understanding_features_enter_at_placeholders(tiny):
+    """Changing the understanding image changes the answer's loss; with no ViT rows nothing changes."""
+    tiny.eval()
+    g = torch.Generator().manual_seed(1)
+    img = torch.rand(3, 32, 32, generator=g) * 2 - 1
+    a = tiny.make_batch([UnderstandingSample(img, "q", "an answer")])
+    b = tiny.make_batch([UnderstandingSample(-img, "q", "an answer")])
+    with torch.no_grad():
+        la, lb = tiny(**a).ntp_loss, tiny(**b).ntp_loss
+    assert not torch.isclose(la, lb)
+    with pytest.raises(Mammoth2InputError, match="TextToImageSample"):
+        tiny.make_batch(["not a sample"])
+    with pytest.raises(Mammoth2InputError, match="32x32"):
+        tiny.make_batch([TextToImageSample("x", torch.zeros(3, 16, 16))])
+
+
+def test_fm_gradients_reach_backbone_and_generation_experts():
+    torch.manual_seed(0)
+    model = Mammoth2Model(load_preset("tiny", prompt_dropout=0.0, source_dropout=0.0))
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    batch = model.make_batch([TextToImageSample("red", img[0]), EditSample(img[0], "blue", img[1])])
+    # the DiT starts with zero-initialised output/gates (adaLN-zero), which blocks every upstream
+    # gradient at step 0; give those weights small values, as after a few training steps
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            if not bool(p.any()):
+                p.normal_(std=0.02)
+    model.zero_grad()
+    model(**batch).fm_loss.backward()
+    start = model.config.backbone.experts.start_layer
+    for i, layer in enumerate(model.backbone.layers):
+        attn_grad = sum(p.grad.abs().sum() for p in layer.self_attn.parameters() if p.grad is not None)
+        assert attn_grad > 0, f"no FM gradient in backbone layer {i} attention"
+        if i >= start:
+            expert_grad = sum(p.grad.abs().sum() for p in layer.gen_mlp.parameters() if p.grad is not None)
+            assert expert_grad > 0, f"no FM gradient in the generation expert of layer {i}"
+    assert model.backbone.gen_embed_tokens.weight.grad.abs().sum() > 0
+    # NTP alone does not touch the DiT
+    model.zero_grad()
+    model(**batch).ntp_loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.parameters())
+
+
+def test_a_few_training_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = Mammoth2Model(load_preset("tiny"))
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    batch = model.make_batch([TextToImageSample("red", img[0]), TextToImageSample("blue", img[1]),
+                              UnderstandingSample(img[0], "color?", "red")])
+
+    def eval_loss() -> float:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(123)
+            return float(model(**batch).loss)
+
+    before = eval_loss()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(12):
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    after = eval_loss()
+    assert after < 0.8 * before, (before, after)
