@@ -3,3 +3,16 @@
 from __future__ import annotations
 
 from tuskml.core.hookspecs import hookimpl
+from tuskml.core.registry import ComponentSpec
+
+
+@hookimpl
+def tuskml_engine_backends():
+    from tuskml.backends.sparse_engine.configs import ReferenceBackendConfig, TinygradBackendConfig
+
+    yield ComponentSpec(name="reference", factory="tuskml.backends.sparse_engine.backends:build_reference",
+                        config_cls=ReferenceBackendConfig,
+                        description="golden numpy integer executor of the SparseEngine IR (bit-exact by definition)")
+    yield ComponentSpec(name="tinygrad", factory="tuskml.backends.sparse_engine.backends:build_tinygrad",
+                        config_cls=TinygradBackendConfig,
+                        description="the integer IR executed with tinygrad tensors, a cross-check of reference")

@@ -99,12 +99,13 @@ class _Importer:
         self.graph = Graph(name=name)
         self.env: dict[torch.fx.Node, Any] = {}
         self.fx_node: torch.fx.Node | None = None
+        self.path_suffix = ""  # e.g. ".in_proj" while decomposing nn.MultiheadAttention
 
     # --- helpers ----------------------------------------------------------------------------
 
     @property
     def path(self) -> str:
-        return _module_path(self.fx_node) if self.fx_node is not None else ""
+        return (_module_path(self.fx_node) + self.path_suffix) if self.fx_node is not None else ""
 
     def unsupported(self, what: str) -> UnsupportedOpError:
         return UnsupportedOpError(f"unsupported op {what} at module {self.path!r}: the SparseEngine frontend "
@@ -448,14 +449,18 @@ class _Importer:
         w = m.in_proj_weight.detach().numpy()
         b = m.in_proj_bias.detach().numpy() if m.in_proj_bias is not None else np.zeros(3 * e, np.float32)
         parts = []
+        self.path_suffix = ".in_proj"  # the pruning utilities name the packed q/k/v matrix so
         for i, tag in enumerate("qkv"):
             proj = self.linear(x, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e])
             split = self.reshape_value(proj, (n, t, heads, d))
             parts.append(self.transpose_value(split, (0, 2, 1, 3)))  # [N, heads, T, d]
+        self.path_suffix = ""
         out = self.attention_core(parts[0], parts[1], parts[2], 1.0 / math.sqrt(d))
         merged = self.reshape_value(self.transpose_value(out, (0, 2, 1, 3)), (n, t, e))
+        self.path_suffix = ".out_proj"
         result = self.linear(merged, m.out_proj.weight.detach().numpy(),
                              None if m.out_proj.bias is None else m.out_proj.bias.detach().numpy())
+        self.path_suffix = ""
         return ("mha", result)
 
     def patches_check(self, kernel, dilation, padding, stride, what: str) -> tuple[int, int]:

@@ -1,0 +1,132 @@
+"""Flash and SRAM bytes of an integer graph, per layer, from the same numbers deploy and search use.
+
+Flash per layer = weights as stored (BRL ``nbytes`` when ``sparse_block > 0``, else dense int8)
++ bias (int32) + requantisation params (int32 multiplier + int32 shift per channel, or 8 bytes per
+tensor) + tables (LUT 256 B, softmax exp table 1 KiB, layer-norm params 12 B/channel)
++ an estimate of the layer's code. SRAM = memory-plan arena (scratch included) + a stack allowance.
+
+The code sizes are estimates (``CODE_BYTES_*``); the C backend's linker map gives the exact figure.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from tuskml.backends.sparse_engine.ir import Graph, Node
+from tuskml.backends.sparse_engine.memory_plan import MemoryPlan
+from tuskml.backends.sparse_engine.sparse_format import BlockRunLengthMatrix
+
+#: Estimated bytes of the generated per-layer function (argument setup + call).
+CODE_BYTES_PER_LAYER = 64
+#: Estimated bytes of each distinct kernel used (compiled once).
+CODE_BYTES_PER_KERNEL = {
+    "conv2d": 900, "depthwise_conv2d": 700, "fully_connected": 500, "fully_connected_sparse": 500,
+    "add": 300, "mul": 250, "requantize": 200, "lut": 60, "avg_pool2d": 300, "max_pool2d": 250,
+    "mean": 250, "layer_norm": 500, "softmax": 350, "batch_matmul": 450, "concat": 250,
+    "transpose": 300, "reshape": 40,
+}
+#: Runtime overhead outside the layers (startup, invoke, requant helpers, memcpy/memset).
+CODE_BYTES_RUNTIME = 1500
+#: SRAM for the call stack of invoke + kernels (no recursion, small frames).
+STACK_BYTES = 2048
+
+
+@attrs.frozen(kw_only=True)
+class LayerFootprint:
+    """Bytes one node puts in flash, and the bytes of its output activation in SRAM."""
+
+    node: str
+    op: str
+    module_path: str
+    sparse: bool
+    block: int
+    weight_bytes: int  # as stored (encoded if sparse)
+    dense_weight_bytes: int  # as if stored dense int8
+    bias_bytes: int
+    param_bytes: int  # multipliers, shifts, tables
+    code_bytes: int
+    output_bytes: int
+
+    @property
+    def flash_bytes(self) -> int:
+        return self.weight_bytes + self.bias_bytes + self.param_bytes + self.code_bytes
+
+
+@attrs.frozen(kw_only=True)
+class Footprint:
+    """Whole-model flash and SRAM, with the per-layer breakdown."""
+
+    flash_bytes: int
+    sram_bytes: int
+    arena_bytes: int
+    stack_bytes: int
+    code_bytes: int
+    layers: list[LayerFootprint]
+
+    def largest_flash_layers(self, n: int = 3) -> list[LayerFootprint]:
+        return sorted(self.layers, key=lambda l: -l.flash_bytes)[:n]
+
+    def check(self, *, flash_limit: int, sram_limit: int, plan: MemoryPlan | None = None) -> str | None:
+        """None if it fits; else a message naming the largest layers/tensors and the bytes over."""
+        problems = []
+        if self.flash_bytes > flash_limit:
+            top = ", ".join(f"{l.module_path or l.node} ({l.op}, {l.flash_bytes} B)" for l in self.largest_flash_layers())
+            problems.append(f"flash {self.flash_bytes} B exceeds {flash_limit} B by {self.flash_bytes - flash_limit} B; "
+                            f"largest layers: {top}")
+        if self.sram_bytes > sram_limit:
+            detail = ""
+            if plan is not None:
+                live = sorted(plan.peak_live, key=lambda t: -plan.sizes.get(t, 0))[:4]
+                detail = f"; live at the peak ({plan.peak_step}): " + ", ".join(f"{t} ({plan.sizes.get(t, 0)} B)" for t in live)
+            problems.append(f"SRAM {self.sram_bytes} B (arena {self.arena_bytes} B + stack {self.stack_bytes} B) exceeds "
+                            f"{sram_limit} B by {self.sram_bytes - sram_limit} B{detail}")
+        return "; ".join(problems) or None
+
+
+def _param_bytes(graph: Graph, node: Node) -> int:
+    a = node.attrs
+    total = 0
+    if "requant_multiplier" in a:
+        total += 8 * int(np.size(a["requant_multiplier"]))
+    for key in ("multiplier", "output_multiplier", "input1_multiplier", "input2_multiplier"):
+        if key in a:
+            total += 8
+    if "multipliers" in a:
+        total += 8 * len(a["multipliers"])
+    if "table" in a:
+        total += 256
+    if "exp_table" in a:
+        total += 4 * 256
+    if "beta_q" in a:
+        total += 4 * int(np.size(a["beta_q"]))
+    return total
+
+
+def layer_footprint(graph: Graph, node: Node) -> LayerFootprint:
+    w = graph.weight_of(node)
+    block = int(node.attrs.get("sparse_block", 0) or 0)
+    weight_bytes = dense_bytes = bias_bytes = 0
+    if w is not None:
+        dense_bytes = w.size
+        weight_bytes = dense_bytes
+        if block and w.data is not None:
+            weight_bytes = BlockRunLengthMatrix.encode(
+                np.asarray(w.data).reshape(w.shape[0], -1).astype(np.int8), block).nbytes
+        bias_bytes = 4 * graph.tensors[node.inputs[2]].size
+    kernel = node.op + ("_sparse" if block else "")
+    return LayerFootprint(node=node.name, op=node.op, module_path=node.module_path, sparse=bool(block), block=block,
+                          weight_bytes=weight_bytes, dense_weight_bytes=dense_bytes, bias_bytes=bias_bytes,
+                          param_bytes=_param_bytes(graph, node),
+                          code_bytes=CODE_BYTES_PER_LAYER if node.op != "reshape" else 0,
+                          output_bytes=graph.tensors[node.outputs[0]].size)
+
+
+def compute_footprint(graph: Graph, plan: MemoryPlan, *, stack_bytes: int = STACK_BYTES) -> Footprint:
+    """Flash/SRAM of the integer ``graph`` laid out by ``plan``."""
+    layers = [layer_footprint(graph, node) for node in graph.nodes]
+    kernels = {l.op + ("_sparse" if l.sparse else "") for l in layers}
+    code = CODE_BYTES_RUNTIME + sum(CODE_BYTES_PER_KERNEL.get(k, 300) for k in kernels)
+    flash = code + sum(l.flash_bytes for l in layers)
+    return Footprint(flash_bytes=int(flash), sram_bytes=int(plan.arena_bytes + stack_bytes), arena_bytes=plan.arena_bytes,
+                     stack_bytes=stack_bytes, code_bytes=int(code + sum(l.code_bytes for l in layers)), layers=layers)
