@@ -1,0 +1,85 @@
+"""Configs of the mammoth2 data side (the procedural shapes world). Torch-free: the plugin imports it.
+
+The shapes world is a toy universe small enough for a CPU model to master: coloured circles, squares
+and triangles on a 2x2 grid of cells. Every sample is computed from ``(seed, split, index)``, so a
+dataset needs no download and two processes agree on sample ``i`` without talking to each other.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+import tuskml
+
+#: the shape vocabulary (names used in prompts and answers)
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+#: colour name -> RGB; chosen far apart so a nearest-colour detector separates them reliably
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (230, 25, 25),
+    "green": (30, 200, 30),
+    "blue": (30, 60, 235),
+    "yellow": (240, 230, 30),
+    "magenta": (225, 40, 225),
+    "cyan": (30, 225, 230),
+}
+COLOURS: tuple[str, ...] = tuple(PALETTE)
+BACKGROUND: tuple[int, int, int] = (0, 0, 0)
+#: the 2x2 grid of cells objects sit in, in reading order
+CELLS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
+NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
+
+#: GenEval's six prompt categories
+GENEVAL_CATEGORIES: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+EDIT_KINDS: tuple[str, ...] = ("recolour", "remove", "add", "replace")
+QUESTION_KINDS: tuple[str, ...] = ("count", "colour", "presence", "position", "caption")
+
+
+def _image_size(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if value < 16 or value % 16:
+        raise ValueError(f"image_size must be a multiple of 16 and at least 16 (32 default, 64 option), got {value}")
+
+
+def _pairs(instance: object, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    for item in value:
+        parts = item.split(" ")
+        if len(parts) != 2 or parts[0] not in COLOURS or parts[1] not in SHAPES:
+            raise ValueError(f"{attribute.name}: {item!r} is not '<colour> <shape>' with colour in {COLOURS} "
+                             f"and shape in {SHAPES}")
+
+
+def _counts(instance: object, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    for item in value:
+        parts = item.split(" ")
+        if len(parts) != 2 or parts[0] not in NUMBER_WORDS[2:] or parts[1] not in SHAPES:
+            raise ValueError(f"{attribute.name}: {item!r} is not '<two|three|four> <shape>' with shape in {SHAPES}")
+
+
+def _weights(instance: object, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
+    if len(value) != 3 or any(w < 0 for w in value) or sum(value) <= 0:
+        raise ValueError(f"{attribute.name} must be three non-negative weights (t2i, edit, understanding) "
+                         f"with a positive sum, got {value}")
+
+
+@tuskml.config_class
+class ShapesWorldConfig(tuskml.DatasetConfig):
+    """The procedural shapes world (see :mod:`tuskml.plugins.mammoth2.shapes_world`).
+
+    ``task`` picks the sample kind (``mixed`` draws one per index with ``mix`` weights for
+    text-to-image, edit, understanding). ``split="train"`` never shows a held-out composition
+    (``heldout_pairs``: colour-shape pairs; ``heldout_counts``: count-shape pairs) in any image or
+    text; ``split="heldout"`` samples all name or show at least one of them. ``length`` is the
+    number of distinct indices (samples are generated on access, nothing is stored).
+    """
+
+    split: Literal["train", "heldout"] = "train"
+    task: Literal["mixed", "t2i", "edit", "understanding"] = "mixed"
+    image_size: int = attrs.field(default=32, validator=_image_size)
+    length: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
+    seed: int = 0
+    mix: tuple[float, ...] = attrs.field(default=(0.5, 0.25, 0.25), validator=_weights)
+    heldout_pairs: tuple[str, ...] = attrs.field(default=("green triangle", "blue circle", "yellow square"),
+                                                 validator=_pairs)
+    heldout_counts: tuple[str, ...] = attrs.field(default=("three circle",), validator=_counts)
+    size_jitter: int = attrs.field(default=1, validator=attrs.validators.ge(0))  # +- pixels at 32 px
