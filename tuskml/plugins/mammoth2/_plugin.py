@@ -96,3 +96,15 @@ def tuskml_models():
                         config_cls=configs_model.Mammoth2Config,
                         description="MammothModa2-style unified model: AR backbone with generation experts, "
                                     "AR->diffusion aligner and single-stream DiT, trained with NTP + flow matching")
+
+
+# --- S1: data, evaluation and training (datasets, CLI) ----------------------------------------------
+from tuskml.plugins.mammoth2 import configs_data  # noqa: E402
+
+
+@hookimpl
+def tuskml_datasets():
+    yield ComponentSpec(name="shapes-world", factory=f"{_M}.shapes_world:build_shapes_world",
+                        config_cls=configs_data.ShapesWorldConfig,
+                        description="procedural seeded shapes world: GenEval-category prompts, edit triplets, "
+                                    "understanding Q&A, held-out compositions; no download")
