@@ -89,7 +89,7 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class _Run:
-    """State of one emulation (hooks are closures over this)."""
+    """State of one emulation; ``make_block_hook`` returns the hot block hook as a closure."""
 
     def __init__(self, elf: ElfFile, count_functions: bool, max_instructions: int):
         import capstone
@@ -99,19 +99,16 @@ class _Run:
         self.count_functions = count_functions
         self.max_instructions = max_instructions
         self.cs = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB | capstone.CS_MODE_MCLASS)
-        self.block_info: dict[tuple[int, int], tuple[int, int, bool]] = {}
         self.total = 0
         n = len(self.funcs.names)
         self.inclusive = [0] * n
         self.exclusive = [0] * n
         self.calls = [0] * n
         self.unknown = 0
-        # shadow call stack: frames (function index, sp at entry, lr at entry); `active` = unique ids
-        self.stack: list[tuple[int, int, int]] = []
-        self.active: tuple[int, ...] = ()
         self.exit_code: int | None = None
         self.stdout: list[str] = []
         self.error: str | None = None
+        self.finish_inclusive = lambda: None
 
     def count(self, uc, address: int, size: int) -> int:
         data = bytes(uc.mem_read(address, size))
@@ -120,59 +117,92 @@ class _Run:
             raise EmulatorError(f"capstone cannot decode the block at {address:#x} ({self.funcs.name_of(address)})")
         return n
 
-    def _push(self, fi: int, sp: int, lr: int) -> None:
-        self.stack.append((fi, sp, lr))
-        self.calls[fi] += 1
-        if fi not in self.active:
-            self.active = self.active + (fi,)
+    def make_block_hook(self):
+        """The block hook. Hot path: one dict lookup and a few integer operations per block.
 
-    def _refresh_active(self) -> None:
-        self.active = tuple(dict.fromkeys(f for f, _, _ in self.stack))
+        Inclusive counts need no per-block loop over the call stack: a frame remembers the total
+        when it was pushed, and on pop its function gets ``total_now - total_at_push`` (only the
+        outermost frame of a function counts, so recursion is not counted twice).
+        """
+        from unicorn.arm_const import UC_ARM_REG_LR, UC_ARM_REG_SP
 
-    def on_block(self, uc, address: int, size: int, _user) -> None:
-        key = (address, size)
-        info = self.block_info.get(key)
-        if info is None:
-            fi = self.funcs.index_of(address)
-            info = (self.count(uc, address, size), fi, self.funcs.entries.get(address, -2) == fi and fi >= 0)
-            self.block_info[key] = info
-        n, fi, is_entry = info
-        self.total += n
-        if self.total > self.max_instructions:
-            self.error = f"ran more than max_instructions={self.max_instructions} instructions (pc {address:#x} in {self.funcs.name_of(address)})"
-            uc.emu_stop()
-            return
-        if not self.count_functions:
-            return
-        stack = self.stack
-        if fi < 0:
-            self.unknown += n
-        elif is_entry:
-            from unicorn.arm_const import UC_ARM_REG_LR, UC_ARM_REG_SP
+        funcs = self.funcs
+        starts, ends, entries = funcs.starts, funcs.ends, funcs.entries
+        exclusive, inclusive, calls = self.exclusive, self.inclusive, self.calls
+        depth = [0] * len(funcs.names)
+        # frames: [function index, sp at entry, lr at entry, total at entry]
+        stack: list[list[int]] = []
+        blocks: dict[int, tuple[int, int, int, bool]] = {}  # address -> (size, n, function, is_entry)
+        state = [0, -1]  # [total instructions, function index on top of the stack]
+        limit = self.max_instructions
+        count_functions = self.count_functions
 
-            sp = uc.reg_read(UC_ARM_REG_SP)
-            lr = uc.reg_read(UC_ARM_REG_LR)
-            top = stack[-1] if stack else None
-            # a branch back to the first instruction of the current function (a loop whose
-            # header is the entry block) keeps SP and LR; a call or recursion changes LR
-            if not (top and top[0] == fi and top[1] == sp and top[2] == lr):
-                self._push(fi, sp, lr)
-        elif not stack or stack[-1][0] != fi:
-            starts, ends = self.funcs.starts, self.funcs.ends
-            popped = False
-            while stack and not (starts[stack[-1][0]] <= address < ends[stack[-1][0]]):
-                stack.pop()
-                popped = True
-            if not stack:
-                # entered a function not through its entry (the reset handler, or a jump into
-                # the middle of one): make it the root of the call stack
-                stack.append((fi, 0, 0))
-                self.calls[fi] += 1
-            self._refresh_active() if popped or len(stack) == 1 else None
-        if fi >= 0:
-            self.exclusive[fi] += n
-        for f in self.active:
-            self.inclusive[f] += n
+        def push(fi: int, sp: int, lr: int) -> None:
+            stack.append([fi, sp, lr, state[0]])
+            calls[fi] += 1
+            depth[fi] += 1
+            state[1] = fi
+
+        def pop() -> None:
+            fi, _sp, _lr, started = stack.pop()
+            depth[fi] -= 1
+            if depth[fi] == 0:
+                inclusive[fi] += state[0] - started
+            state[1] = stack[-1][0] if stack else -1
+
+        def finish() -> None:
+            while stack:
+                pop()
+
+        self.finish_inclusive = finish
+
+        def on_block(uc, address: int, size: int, _user) -> None:
+            info = blocks.get(address)
+            if info is None or info[0] != size:
+                fi = funcs.index_of(address)
+                info = (size, self.count(uc, address, size), fi, fi >= 0 and entries.get(address) == fi)
+                blocks[address] = info
+            _size, n, fi, is_entry = info
+            total = state[0] + n
+            state[0] = total
+            if total > limit:
+                self.error = (f"ran more than max_instructions={limit} instructions "
+                              f"(pc {address:#x} in {funcs.name_of(address)})")
+                uc.emu_stop()
+                return
+            if not count_functions:
+                return
+            if fi < 0:
+                self.unknown += n
+                return
+            exclusive[fi] += n
+            if fi == state[1] and not is_entry:
+                return  # still inside the same function: the common case
+            # the block's instructions were already added to `total`; frames pushed now must not
+            # include them twice, and frames popped now must not include them: adjust by n
+            state[0] = total - n
+            if is_entry:
+                sp = uc.reg_read(UC_ARM_REG_SP)
+                lr = uc.reg_read(UC_ARM_REG_LR)
+                top = stack[-1] if stack else None
+                # a branch back to the first instruction of the current function (a loop whose
+                # header is the entry block) keeps SP and LR; a call or recursion changes LR
+                if not (top and top[0] == fi and top[1] == sp and top[2] == lr):
+                    push(fi, sp, lr)
+            else:
+                while stack and not (starts[stack[-1][0]] <= address < ends[stack[-1][0]]):
+                    pop()
+                if not stack:
+                    # entered a function not through its entry (the reset handler, or a jump
+                    # into the middle of one): it becomes the root of the call stack
+                    push(fi, 0, 0)
+            state[0] = total
+
+        def total() -> int:
+            return state[0]
+
+        self.get_total = total
+        return on_block
 
     def on_interrupt(self, uc, intno: int, _user) -> None:
         from unicorn.arm_const import UC_ARM_REG_PC, UC_ARM_REG_R0, UC_ARM_REG_R1
@@ -275,7 +305,7 @@ def run_unicorn(elf_path: str | os.PathLike[str], *, inputs: Mapping[str, bytes]
     uc.reg_write(arm_const.UC_ARM_REG_SP, sp)
 
     run = _Run(elf, count_functions, max_instructions)
-    uc.hook_add(unicorn.UC_HOOK_BLOCK, run.on_block)
+    uc.hook_add(unicorn.UC_HOOK_BLOCK, run.make_block_hook())
     uc.hook_add(unicorn.UC_HOOK_INTR, run.on_interrupt)
     if in_ranges:
         main_addr = elf.symbol("main").address
@@ -292,7 +322,9 @@ def run_unicorn(elf_path: str | os.PathLike[str], *, inputs: Mapping[str, bytes]
     except unicorn.UcError as exc:
         pc = uc.reg_read(arm_const.UC_ARM_REG_PC)
         raise EmulatorError(f"{path.name}: emulation stopped with {exc} at pc {pc:#x} in {run.funcs.name_of(pc)} "
-                            f"after {run.total} instructions") from exc
+                            f"after {run.get_total()} instructions") from exc
+    run.finish_inclusive()
+    run.total = run.get_total()
     if run.error:
         raise EmulatorError(f"{path.name}: {run.error}")
     if run.exit_code is None:
