@@ -16,3 +16,8 @@ def tuskml_engine_backends():
     yield ComponentSpec(name="tinygrad", factory="tuskml.backends.sparse_engine.backends:build_tinygrad",
                         config_cls=TinygradBackendConfig,
                         description="the integer IR executed with tinygrad tensors, a cross-check of reference")
+    from tuskml.backends.c.configs import CBackendConfig
+
+    yield ComponentSpec(name="c", factory="tuskml.backends.c.backend:build_c_backend", config_cls=CBackendConfig,
+                        description="generated C99 (dense portable/DSP and block-sparse kernels), run on the host "
+                                    "or an emulated Cortex-M")
