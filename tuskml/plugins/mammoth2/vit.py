@@ -87,9 +87,13 @@ class TimmViTEncoder(nn.Module):
         state = _read_state_dict(path)
         state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc.", "classifier."))}
         filter_fn = getattr(sys.modules[type(self.model).__module__], "checkpoint_filter_fn", None)
-        if filter_fn is not None:  # e.g. resamples the position embedding to this img_size/patch_size
-            state = filter_fn(state, self.model)
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        try:
+            if filter_fn is not None:  # e.g. resamples the position embedding to this img_size/patch_size
+                state = filter_fn(state, self.model)
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+        except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatches
+            raise ConfigError(f"timm-vit: weights {str(path)!r} do not fit {self.config.model_name!r} as configured: "
+                              f"{str(exc)[:400]}") from exc
         if missing or unexpected:
             raise ConfigError(
                 f"timm-vit: weights {str(path)!r} do not fit {self.config.model_name!r}: missing {sorted(missing)[:6]}, "

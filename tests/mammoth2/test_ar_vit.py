@@ -1,0 +1,62 @@
+"""timm-vit: the understanding encoder built by timm without downloads, with optional local weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tuskml
+from tuskml.plugins.mammoth2.vit import VisionInputError
+from tuskml.testing import check_component
+
+pytest.importorskip("timm")
+
+
+def test_shapes_and_attributes():
+    torch.manual_seed(0)
+    vit = tuskml.create("backbone", "timm-vit").eval()
+    feats = vit(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert feats.shape == (2, vit.num_tokens, vit.feature_dim) == (2, 16, 64)
+    with_prefix = tuskml.create("backbone", "timm-vit", keep_prefix_tokens=True, patch_size=16)
+    assert with_prefix.num_tokens == 4 + 1
+    assert with_prefix(torch.zeros(1, 3, 32, 32)).shape == (1, 5, 64)
+
+
+def test_local_weights_load_and_resample_to_a_new_image_size(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vit = tuskml.create("backbone", "timm-vit").eval()
+    path = tmp_path / "vit.safetensors"
+    save_file(vit.model.state_dict(), str(path))
+    same = tuskml.create("backbone", "timm-vit", weights_path=str(path)).eval()
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(same(images), vit(images))
+    bigger = tuskml.create("backbone", "timm-vit", weights_path=str(path), img_size=64)
+    assert bigger(torch.zeros(1, 3, 64, 64)).shape == (1, 64, 64)
+    assert torch.equal(bigger.model.blocks[0].attn.qkv.weight, vit.model.blocks[0].attn.qkv.weight)
+    torch.save(vit.model.state_dict(), tmp_path / "vit.pth")
+    assert tuskml.create("backbone", "timm-vit", weights_path=str(tmp_path / "vit.pth")) is not None
+
+
+def test_bad_inputs_and_configs(tmp_path):
+    vit = tuskml.create("backbone", "timm-vit")
+    with pytest.raises(VisionInputError, match=r"expects images \[B, 3, 32, 32\]"):
+        vit(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(tuskml.ConfigError, match="does not exist"):
+        tuskml.create("backbone", "timm-vit", weights_path=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(tuskml.ConfigError, match="not divisible by patch_size"):
+        tuskml.create("backbone", "timm-vit", img_size=30)
+    with pytest.raises(tuskml.ConfigError, match="cannot build timm model 'no-such-vit'"):
+        tuskml.create("backbone", "timm-vit", model_name="no-such-vit")
+    wrong = tuskml.create("backbone", "timm-vit", embed_dim=32, num_heads=2)
+    from safetensors.torch import save_file
+
+    save_file(wrong.model.state_dict(), str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(tuskml.ConfigError, match="do not fit|cannot read"):
+        tuskml.create("backbone", "timm-vit", weights_path=str(tmp_path / "wrong.safetensors"))
+
+
+def test_conformance(tmp_path):
+    check_component("backbones", "timm-vit", tmp_path)
