@@ -82,4 +82,5 @@ class ShapesWorldConfig(tuskml.DatasetConfig):
     heldout_pairs: tuple[str, ...] = attrs.field(default=("green triangle", "blue circle", "yellow square"),
                                                  validator=_pairs)
     heldout_counts: tuple[str, ...] = attrs.field(default=("three circle",), validator=_counts)
-    size_jitter: int = attrs.field(default=1, validator=attrs.validators.ge(0))  # +- pixels at 32 px
+    # +- pixels at 32 px; more than 1 can make neighbouring objects touch (and merge for the detector)
+    size_jitter: int = attrs.field(default=1, validator=[attrs.validators.ge(0), attrs.validators.le(1)])

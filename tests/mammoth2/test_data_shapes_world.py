@@ -1,0 +1,131 @@
+"""The shapes world: seeded, registered, GenEval categories, edits, questions, held-out split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tuskml
+from tuskml.plugins.mammoth2.configs_data import (
+    COLOURS,
+    EDIT_KINDS,
+    GENEVAL_CATEGORIES,
+    QUESTION_KINDS,
+    SHAPES,
+    ShapesWorldConfig,
+)
+from tuskml.plugins.mammoth2.shapes_scene import Scene, ShapeObject, ShapesWorldError, describe
+from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
+from tuskml.testing import check_component
+
+
+def test_registered_and_conforms(tmp_path):
+    assert "shapes-world" in tuskml.list_components("datasets")
+    check_component("datasets", "shapes-world", tmp_path)
+    ds = tuskml.create("datasets", "shapes-world", length=10)
+    assert len(ds) == 10 and ds[3].image.shape == (32, 32, 3)
+    with pytest.raises(IndexError):
+        ds[10]
+
+
+def test_vocabulary_is_big_enough():
+    assert {"circle", "square", "triangle"} <= set(SHAPES) and len(COLOURS) >= 6
+
+
+def test_samples_are_deterministic_and_seeded():
+    a, b = ShapesWorld(), ShapesWorld()
+    other = ShapesWorld(ShapesWorldConfig(seed=1))
+    for i in range(20):
+        x, y = a[i], b[i]
+        assert x.text == y.text and x.answer == y.answer and np.array_equal(x.image, y.image)
+    assert any(a[i].text != other[i].text or not np.array_equal(a[i].image, other[i].image) for i in range(20))
+
+
+def test_64_pixel_option():
+    s = ShapesWorld(ShapesWorldConfig(image_size=64, task="edit"))[0]
+    assert s.image.shape == (64, 64, 3) and s.source.shape == (64, 64, 3) and s.edit_region.shape == (64, 64)
+
+
+def test_every_category_and_kind_appears_with_consistent_content():
+    t2i = ShapesWorld(ShapesWorldConfig(task="t2i"))
+    for cat in GENEVAL_CATEGORIES:
+        s = t2i.sample(0, kind=cat)
+        assert s.prompt.category == cat and s.prompt.satisfied_by(s.scene)
+        assert 1 <= len(s.scene.objects) <= 4
+    edits = ShapesWorld(ShapesWorldConfig(task="edit"))
+    for kind in EDIT_KINDS:
+        s = edits.sample(1, kind=kind)
+        assert s.source_scene != s.scene
+        changed = set(s.source_scene.symbols()) ^ set(s.scene.symbols())
+        cells = {c for _, _, c in changed}
+        assert len(cells) == 1, f"{kind} must change exactly one cell: {changed}"
+        (cell,) = cells
+        assert s.edit_region[cell * 0 + (cell // 2) * 16, (cell % 2) * 16]  # the edited cell is editable
+        outside = ~s.edit_region
+        assert np.array_equal(s.source[outside], s.image[outside]), f"{kind} changed pixels outside its cell"
+    und = ShapesWorld(ShapesWorldConfig(task="understanding"))
+    for kind in QUESTION_KINDS:
+        s = und.sample(2, kind=kind)
+        assert s.answer
+        if kind == "caption":
+            assert s.text == "" and s.answer == describe(s.scene)
+
+
+def test_answers_match_scenes():
+    und = ShapesWorld(ShapesWorldConfig(task="understanding"))
+    for i in range(60):
+        s = und[i]
+        if s.kind == "count":
+            shape = s.text.split()[2].rstrip("?")[:-1]
+            assert ["zero", "one", "two", "three", "four"].index(s.answer) == s.scene.count(shape)
+        elif s.kind == "presence":
+            colour, shape = s.text.removeprefix("is there a ").rstrip("?").split()
+            assert (s.answer == "yes") == bool(s.scene.find(shape, colour))
+
+
+def test_heldout_compositions_never_in_training():
+    cfg = ShapesWorldConfig()
+    heldout = set(cfg.heldout_pairs) | set(cfg.heldout_counts)
+    train = ShapesWorld(cfg)
+    for i in range(400):
+        s = train[i]
+        shown = s.scene.compositions() | (s.source_scene.compositions() if s.source_scene else set())
+        assert not shown & heldout, (s.text, shown & heldout)
+        assert not any(h in f"{s.text} {s.answer}" for h in cfg.heldout_pairs)
+        assert "three circles" not in s.text
+    test = ShapesWorld(ShapesWorldConfig(split="heldout"))
+    for i in range(200):
+        s = test[i]
+        shown = s.scene.compositions() | (s.source_scene.compositions() if s.source_scene else set())
+        named = {h for h in heldout if h in f"{s.text} {s.answer}"} | ({"three circle"} if "three circles" in s.text else set())
+        assert shown & heldout or named, s.text
+        if s.prompt is not None and s.prompt.category in ("colors", "color_attr", "position", "counting"):
+            assert s.prompt.mentions() & heldout, s.text
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(tuskml.ConfigError, match="heldout_pairs"):
+        tuskml.create("datasets", "shapes-world", heldout_pairs=("purple hexagon",))
+    with pytest.raises(tuskml.ConfigError, match="image_size"):
+        tuskml.create("datasets", "shapes-world", image_size=40)
+    with pytest.raises(ShapesWorldError, match="share a cell"):
+        Scene((ShapeObject("circle", "red", 0), ShapeObject("square", "blue", 0)))
+    with pytest.raises(ShapesWorldError, match="unknown shape"):
+        ShapeObject("hexagon", "red", 0)
+    with pytest.raises(ShapesWorldError, match="unknown t2i kind"):
+        ShapesWorld().sample(0, task="t2i", kind="recolour")
+
+
+def test_model_samples_are_tensors_in_range():
+    import torch
+
+    from tuskml.plugins.mammoth2.model import EditSample, TextToImageSample, UnderstandingSample
+
+    ds = ShapesWorld()
+    seen = set()
+    for i in range(30):
+        m = ds[i].to_model_sample()
+        seen.add(type(m))
+        img = m.image
+        assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and -1 <= img.min() and img.max() <= 1
+    assert seen == {TextToImageSample, EditSample, UnderstandingSample}
