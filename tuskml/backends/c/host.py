@@ -90,14 +90,38 @@ def build_kernel_library(*, extra_flags: tuple[str, ...] = ()) -> pathlib.Path:
     return _publish(tmp, out)
 
 
+def _kernel_archive(project: pathlib.Path, cc: str, flags: list[str]) -> tuple[pathlib.Path | None, set[str]]:
+    """The project's copies of the kernel sources compiled into a cached static archive.
+
+    Kernels are the bulk of a project's C and identical across projects, so they are compiled once
+    per content hash; only the model-specific files are compiled per project."""
+    kernel_names = {p.name for p in kernel_sources()}
+    sources = sorted(p for p in project.glob("*.c") if p.name in kernel_names)
+    if not sources or not shutil.which("ar"):
+        return None, set()
+    headers = sorted(p for p in project.glob("tk_*.h") if (KERNEL_DIR / p.name).exists())
+    key = content_hash(sources + headers, cc, *flags)
+    archive = cache_dir() / f"libtk_kernels_{key}.a"
+    if not archive.exists():
+        with tempfile.TemporaryDirectory(prefix="tk_ar_", dir=cache_dir()) as tmp:
+            objects = []
+            for src in sources:
+                obj = pathlib.Path(tmp) / (src.stem + ".o")
+                _compile([cc, *flags, "-c", "-I", str(project), str(src), "-o", str(obj)], f"kernel {src.name}")
+                objects.append(str(obj))
+            tmp_ar = pathlib.Path(tmp) / "lib.a"
+            _compile(["ar", "rcs", str(tmp_ar), *objects], "the kernel archive")
+            _publish(tmp_ar, archive)
+    return archive, {p.name for p in sources}
+
+
 def build_project(project_dir: str | os.PathLike, *, extra_flags: tuple[str, ...] = ()) -> pathlib.Path:
     """Compile a generated project with its host main (cached by content) and return the executable."""
     project = pathlib.Path(project_dir)
-    sources = sorted(project.glob("*.c"))
     if not (project / "tk_host_main.c").exists():
         raise CBuildError(f"{project} is not a generated C project (no tk_host_main.c)")
     # the firmware test main and libc shim are for the microcontroller build
-    sources = [s for s in sources if s.name not in ("tk_test_main.c", "tk_libc_symbols.c")]
+    sources = [s for s in sorted(project.glob("*.c")) if s.name not in ("tk_test_main.c", "tk_libc_symbols.c")]
     headers = sorted(project.glob("*.h"))
     cc = find_host_cc()
     flags = [*HOST_CFLAGS, *extra_flags]
@@ -105,8 +129,12 @@ def build_project(project_dir: str | os.PathLike, *, extra_flags: tuple[str, ...
     out = cache_dir() / f"tk_project_{key}"
     if out.exists():
         return out
+    archive, in_archive = _kernel_archive(project, cc, flags)
+    own = [s for s in sources if s.name not in in_archive]
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    _compile([cc, *flags, "-I", str(project), *map(str, sources), "-o", str(tmp)], f"project {project}")
+    cmd = [cc, *flags, "-I", str(project), *map(str, own)]
+    cmd += [str(archive)] if archive else []
+    _compile([*cmd, "-o", str(tmp)], f"project {project}")
     return _publish(tmp, out)
 
 
