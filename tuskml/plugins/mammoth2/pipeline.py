@@ -164,7 +164,9 @@ class Mammoth2Pipeline:
             if not (d / name).is_file():
                 raise CheckpointError(f"{d} is not a saved mammoth2 pipeline: {name} is missing "
                                       f"(write one with Mammoth2Pipeline.save_pretrained)")
-        config = tuskml.load_config(d / CONFIG_FILE, Mammoth2Config)
+        config = tuskml.load_config(d / CONFIG_FILE, "models")  # the file names its model: type = "mammoth2"
+        if not isinstance(config, Mammoth2Config):
+            raise CheckpointError(f"{d / CONFIG_FILE} configures model {type(config).__qualname__}, not mammoth2")
         tuskml.read_metadata(d / WEIGHTS_FILE)  # clear error for a truncated file
         model = Mammoth2Model(config)
         try:
@@ -272,7 +274,7 @@ class Mammoth2Pipeline:
 
     def _render(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], refs: list[list[torch.Tensor] | None],
                 scales: Sequence[float], *, steps: int, cfg_range: tuple[float, float],
-                generator: torch.Generator) -> torch.Tensor:
+                shift: float | None, generator: torch.Generator) -> torch.Tensor:
         """Flow-matching sampling of latents with guidance over the branches, then codec decode.
 
         ``conditions[0]`` is the conditional branch; with one unconditional branch the velocity is
@@ -283,7 +285,8 @@ class Mammoth2Pipeline:
         shape = (b, int(model.decoder.in_channels), model.latent_size, model.latent_size)
         noise = torch.randn(shape, generator=generator, device=self.device)
 
-        shift = math.sqrt(model.latent_size * model.latent_size) / 40.0  # reference sampling shift
+        if shift is None:
+            shift = math.sqrt(model.latent_size * model.latent_size) / 40.0  # reference sampling shift
         lo, hi = cfg_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise Mammoth2InputError(f"cfg_range must satisfy 0 <= lo <= hi <= 1, got {cfg_range}")
@@ -312,11 +315,13 @@ class Mammoth2Pipeline:
     def generate(self, prompts: str | Sequence[str], *, seed: int = 0, steps: int = 20, guidance: float = 4.0,
                  ar_guidance: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, cfg_range: tuple[float, float] = (0.0, 1.0),
-                 return_result: bool = False) -> list[Any] | GenerationResult:
+                 shift: float | None = None, return_result: bool = False) -> list[Any] | GenerationResult:
         """Text to image for one prompt or a batch of prompts; returns PIL images (one per prompt).
 
         ``ar_guidance`` is the CFG scale on the AR logits (reference: 7.0), ``guidance`` the DiT's;
-        ``temperature=0`` samples the visual tokens greedily.
+        ``temperature=0`` samples the visual tokens greedily. ``cfg_range`` (in flow time, 0 = noise)
+        limits the DiT's guidance to part of the trajectory; ``shift`` is the sampling time shift
+        (None: the reference's sqrt(latent H*W)/40; pass 1.0 for schedulers that cannot shift).
         """
         check_sampling_args(temperature, top_k, top_p)
         prompts = _as_list(prompts)
@@ -336,7 +341,7 @@ class Mammoth2Pipeline:
             branches = [torch.zeros_like(no_text)] + ([no_text] if use_cfg else [])
             conditions = self._conditions(batch, generated, branches)
             pixels = self._render(conditions, [None] * len(conditions), [guidance] if use_cfg else [],
-                                  steps=steps, cfg_range=cfg_range, generator=g)
+                                  steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         images = to_pil(pixels)
         if return_result:
             return GenerationResult(images, pixels, model.layout.codes_from_generated(generated))
@@ -346,7 +351,7 @@ class Mammoth2Pipeline:
     def edit(self, image: Any, instruction: str | Sequence[str], *, seed: int = 0, steps: int = 20,
              text_guidance: float = 4.0, image_guidance: float = 1.5, ar_guidance: float = 3.0,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             cfg_range: tuple[float, float] = (0.0, 1.0)) -> Any:
+             cfg_range: tuple[float, float] = (0.0, 1.0), shift: float | None = None) -> Any:
         """Edit an image (or a list) by an instruction: the source enters the prompt as discrete tokens
         and the DiT as a reference latent; the DiT uses dual guidance (``image_guidance`` toward the
         source, ``text_guidance`` toward the instruction). Returns a PIL image (a list for lists)."""
@@ -376,7 +381,7 @@ class Mammoth2Pipeline:
             ref = [model.encode_latents(src)]
             conditions = self._conditions(batch, generated, [torch.zeros_like(no_text), no_text, no_text_no_source])
             pixels = self._render(conditions, [ref, ref, None], [image_guidance, text_guidance],
-                                  steps=steps, cfg_range=cfg_range, generator=g)
+                                  steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         out = to_pil(pixels)
         return out[0] if single else out
 

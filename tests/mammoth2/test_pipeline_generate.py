@@ -1,0 +1,147 @@
+"""Mammoth2Pipeline: generate / edit / ask / caption on the tiny preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tuskml.plugins.mammoth2.model import Mammoth2InputError, Mammoth2Model
+from tuskml.plugins.mammoth2.pipeline import GenerationResult, Mammoth2Pipeline, load_preset
+from tuskml.plugins.mammoth2.sequence import collate, dropped_mask, positions_from_mask
+from tuskml.plugins.mammoth2.token_sampling import SamplingError
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Mammoth2Pipeline:
+    return Mammoth2Pipeline.from_preset("tiny", seed=0)
+
+
+def test_generate_a_batch_of_prompts(pipe):
+    result = pipe.generate(["a red square", "x"], steps=3, seed=0, return_result=True)
+    assert isinstance(result, GenerationResult)
+    assert [im.size for im in result.images] == [(32, 32)] * 2 and result.images[0].mode == "RGB"
+    assert result.pixels.shape == (2, 3, 32, 32) and result.pixels.abs().max() <= 1
+    assert result.visual_codes.shape == (2, 8, 8)
+    assert 0 <= int(result.visual_codes.min()) and int(result.visual_codes.max()) < 256
+    assert len(pipe.generate("one prompt", steps=2)) == 1
+
+
+def test_generate_is_deterministic_for_a_seed(pipe):
+    kw = dict(steps=3, top_k=50, top_p=0.9, temperature=1.0, return_result=True)
+    a = pipe.generate(["a cat", "a dog"], seed=7, **kw)
+    b = pipe.generate(["a cat", "a dog"], seed=7, **kw)
+    c = pipe.generate(["a cat", "a dog"], seed=8, **kw)
+    assert torch.equal(a.pixels, b.pixels) and torch.equal(a.visual_codes, b.visual_codes)
+    assert not torch.equal(a.visual_codes, c.visual_codes) and not torch.equal(a.pixels, c.pixels)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_cached_guided_sampling_equals_full_recompute(pipe, guidance):
+    """Greedy tokens from the KV-cached loop equal argmax of CFG logits recomputed without a cache,
+    where the unconditional branch sees the prompt masked out; row ends are forced [eol]."""
+    model = pipe.model
+    lay = model.layout
+    prompts = ["a long prompt about red", "hi"]
+    batch = collate([lay.generation(model.text_tokenizer.encode(p)) for p in prompts], model.special.pad,
+                    padding_side="left")
+    rows = torch.ones(2, dtype=torch.bool)
+    hidden = dropped_mask(batch.roles, rows, ~rows)
+    with torch.no_grad():
+        tokens = pipe.sample_visual_tokens(batch, hidden, guidance=guidance, temperature=0.0, top_k=None, top_p=None,
+                                           generator=torch.Generator().manual_seed(0))
+        ids = torch.cat([batch.input_ids, tokens], dim=1)
+        pad = torch.cat([batch.attention_mask, torch.ones_like(tokens, dtype=torch.bool)], dim=1)
+        hid = torch.cat([hidden, torch.zeros_like(tokens, dtype=torch.bool)], dim=1)
+        pos = positions_from_mask(pad)
+        cond = model.run_backbone(ids, pad, position_ids=pos).logits
+        uncond = model.run_backbone(ids, pad & ~hid, position_ids=pos).logits
+    guided = uncond + guidance * (cond - uncond)
+    start, stop = lay.gen_vocab_start, lay.gen_vocab_start + lay.codebook_size
+    p = batch.input_ids.shape[1]
+    for step in range(lay.generated_length):
+        if lay.is_row_end(step):
+            assert bool((tokens[:, step] == model.special.eol).all())
+        else:
+            expect = start + guided[:, p - 1 + step, start:stop].argmax(-1)
+            assert torch.equal(tokens[:, step], expect), f"step {step}"
+
+
+def test_batched_prompts_decode_like_single_prompts(pipe):
+    kw = dict(steps=2, temperature=0.0, return_result=True)
+    both = pipe.generate(["short", "a much longer prompt here"], **kw)
+    alone = pipe.generate(["short"], **kw)
+    assert torch.equal(both.visual_codes[:1], alone.visual_codes)
+    assert torch.allclose(both.pixels[:1], alone.pixels, atol=1e-4)
+
+
+def test_edit_returns_images_and_is_deterministic(pipe):
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(3, 32, 32, generator=g) * 2 - 1
+    a = pipe.edit(src, "make it blue", steps=2, seed=3)
+    b = pipe.edit(src, "make it blue", steps=2, seed=3)
+    assert a.size == (32, 32) and np.array_equal(np.asarray(a), np.asarray(b))
+    many = pipe.edit([src, -src], "make it blue", steps=2)
+    assert isinstance(many, list) and len(many) == 2
+    with pytest.raises(Mammoth2InputError, match="2 images but 3 instructions"):
+        pipe.edit([src, src], ["a", "b", "c"])
+
+
+def test_edit_accepts_pil_and_uses_the_source_as_reference(pipe):
+    from PIL import Image
+
+    im = Image.new("RGB", (48, 40), (200, 20, 20))
+    out = pipe.edit(im, "brighter", steps=2, seed=0)
+    assert out.size == (32, 32)
+
+
+def test_ask_and_caption_return_text_deterministically(pipe):
+    img = torch.zeros(3, 32, 32)
+    a = pipe.ask(img, "what is this?", max_new_tokens=6)
+    assert isinstance(a, str) and a == pipe.ask(img, "what is this?", max_new_tokens=6)
+    sampled = pipe.ask(img, "what?", max_new_tokens=6, temperature=1.0, seed=4)
+    assert sampled == pipe.ask(img, "what?", max_new_tokens=6, temperature=1.0, seed=4)
+    caps = pipe.caption([img, img.flip(-1)], max_new_tokens=4)
+    assert isinstance(caps, list) and len(caps) == 2 and all(isinstance(c, str) for c in caps)
+
+
+def test_understanding_needs_a_vision_encoder():
+    pipe = Mammoth2Pipeline(Mammoth2Model())  # default config: no ViT
+    with pytest.raises(Mammoth2InputError, match="no vision_encoder"):
+        pipe.ask(torch.zeros(3, 32, 32), "what?")
+
+
+def test_bad_arguments_are_clear_errors(pipe):
+    with pytest.raises(Mammoth2InputError, match="prompts"):
+        pipe.generate([])
+    with pytest.raises(SamplingError, match="temperature"):
+        pipe.generate("x", temperature=-1.0)
+    with pytest.raises(Mammoth2InputError, match="cfg_range"):
+        pipe.generate("x", steps=1, cfg_range=(0.8, 0.2))
+    with pytest.raises(Mammoth2InputError, match=r"\[3, H, W\]"):
+        pipe.edit(torch.zeros(4, 32, 32), "x")
+
+
+def test_bf16_autocast_and_another_diffusers_scheduler():
+    from diffusers import FlowMatchHeunDiscreteScheduler
+
+    pipe = Mammoth2Pipeline(Mammoth2Model(load_preset("tiny")), dtype="bfloat16",
+                            scheduler=FlowMatchHeunDiscreteScheduler())
+    out = pipe.generate(["a cat"], steps=2, seed=0, shift=1.0, return_result=True)
+    assert out.pixels.dtype == torch.float32 and torch.isfinite(out.pixels).all()
+
+
+def test_cfg_range_outside_the_trajectory_equals_no_guidance():
+    model = Mammoth2Model(load_preset("tiny"))
+    with torch.no_grad():  # the DiT's zero-initialised output would make every branch's velocity 0
+        for p in model.decoder.parameters():
+            if not bool(p.any()):
+                p.normal_(std=0.05)
+    pipe = Mammoth2Pipeline(model)
+    kw = dict(steps=3, seed=5, return_result=True)
+    unguided = pipe.generate(["a cat"], guidance=1.0, **kw)
+    out_of_range = pipe.generate(["a cat"], guidance=6.0, cfg_range=(1.0, 1.0), **kw)  # t < 1 at every step
+    guided = pipe.generate(["a cat"], guidance=6.0, **kw)
+    assert torch.equal(unguided.visual_codes, guided.visual_codes)  # same AR stage
+    assert torch.allclose(unguided.pixels, out_of_range.pixels)
+    assert not torch.allclose(unguided.pixels, guided.pixels)
