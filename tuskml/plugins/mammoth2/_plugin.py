@@ -108,3 +108,10 @@ def tuskml_datasets():
                         config_cls=configs_data.ShapesWorldConfig,
                         description="procedural seeded shapes world: GenEval-category prompts, edit triplets, "
                                     "understanding Q&A, held-out compositions; no download")
+
+
+@hookimpl
+def tuskml_cli_commands(cli):
+    from tuskml.plugins.mammoth2.cli import add_commands
+
+    add_commands(cli)

@@ -210,6 +210,18 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], device: torch.device) -> No
         torch.cuda.set_rng_state(tensors["cuda"], device)
 
 
+def model_config_of(config: TrainConfig) -> Mammoth2Config:
+    """The model a training config describes: its ``model`` table, else the named model preset."""
+    cfg = config.model
+    if cfg is None:
+        from tuskml.plugins.mammoth2.pipeline import load_preset
+
+        return load_preset(config.model_preset)
+    if not isinstance(cfg, Mammoth2Config):
+        raise ConfigError(f"train config 'model' must be a mammoth2 model, got {type(cfg).__qualname__}")
+    return cfg
+
+
 # --- the trainer ---------------------------------------------------------------------------------------
 
 
@@ -251,14 +263,7 @@ class Trainer:
     # --- setup ------------------------------------------------------------------------------------
 
     def model_config(self) -> Mammoth2Config:
-        cfg = self.config.model
-        if cfg is None:
-            from tuskml.plugins.mammoth2.pipeline import load_preset
-
-            return load_preset(self.config.model_preset)
-        if not isinstance(cfg, Mammoth2Config):
-            raise ConfigError(f"train config 'model' must be a mammoth2 model, got {type(cfg).__qualname__}")
-        return cfg
+        return model_config_of(self.config)
 
     def _check_run_folder(self, resume: bool) -> None:
         saved = self.out / CONFIG_FILE
