@@ -5,6 +5,7 @@
  * proportional to the stored blocks only. With a block size that is a multiple of 4 (and use_dsp),
  * the input row is widened once (tk_widen_s8_pairs, zero-padded up to the padded K) and each block
  * is a run of SMLAD pairs; otherwise a scalar loop clipped to the real K. */
+#include "tk_dot.h"
 #include "tk_fc.h"
 #include "tk_requant.h"
 
@@ -23,38 +24,58 @@ static int32_t brl_row_scalar(const int8_t* x, int32_t k_len, int32_t in_zp, int
     return acc;
 }
 
+/* All rows of one input row, DSP path; groups_per_block is a compile-time constant at each call
+ * site below, so the block body is fully unrolled for the common block sizes. */
+TK_INLINE void brl_rows_dsp(const tk_fc_params* p, const uint32_t* xw0, int8_t* out, const int32_t groups_per_block) {
+    /* parameters in locals: stores through int8_t* may alias anything, so the compiler would
+     * otherwise reload every field of *p after each output byte */
+    const uint16_t* runs = p->runs;
+    const int8_t* vals = p->values;
+    const uint16_t* row_nnzb = p->row_nnzb;
+    const int32_t* bias = p->bias;
+    const int32_t* mult = p->multiplier;
+    const int32_t* shift = p->shift;
+    const int32_t n_out = p->out_features, out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+    const int32_t words_per_block = groups_per_block * 2;
+    for (int32_t o = 0; o < n_out; ++o) {
+        int32_t acc = bias ? bias[o] : 0;
+        const uint32_t* xw = xw0;
+        for (int32_t j = row_nnzb[o]; j > 0; --j) {
+            xw += (int32_t)(*runs++) * words_per_block;
+            acc = tk_dot_groups(xw, vals, groups_per_block, acc);
+            xw += words_per_block;
+            vals += groups_per_block * 4;
+        }
+        out[o] = tk_requant_s8(acc, mult[o], shift[o], out_zp, act_min, act_max);
+    }
+}
+
 void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t* scratch, int32_t use_dsp) {
     const int32_t k_len = p->in_features;
     const int32_t n_out = p->out_features;
     const int32_t block = p->block;
     const int32_t padded_k = (k_len + block - 1) / block * block;
     const int32_t dsp = use_dsp && (block % 4 == 0);
-    const int32_t groups_per_block = block / 4;
     for (int32_t n = 0; n < p->rows; ++n) {
         const int8_t* x = in + n * k_len;
-        const uint16_t* runs = p->runs;
-        const int8_t* vals = p->values;
         if (dsp) {
             tk_widen_s8_pairs(x, k_len, padded_k, p->in_zp, scratch);
-        }
-        for (int32_t o = 0; o < n_out; ++o) {
-            const int32_t nnzb = p->row_nnzb[o];
-            int32_t acc = p->bias ? p->bias[o] : 0;
-            if (dsp) {
-                /* 2 words of widened input per group of 4 */
-                const uint32_t* xw = scratch;
-                for (int32_t j = 0; j < nnzb; ++j) {
-                    xw += (int32_t)runs[j] * groups_per_block * 2;
-                    acc = tk_dot_widened_s8(xw, vals, groups_per_block, acc);
-                    xw += groups_per_block * 2;
-                    vals += block;
-                }
-            } else {
-                acc = brl_row_scalar(x, k_len, p->in_zp, block, nnzb, runs, vals, acc);
-                vals += nnzb * block;
+            switch (block) {
+                case 4: brl_rows_dsp(p, scratch, out, 1); break;
+                case 8: brl_rows_dsp(p, scratch, out, 2); break;
+                case 16: brl_rows_dsp(p, scratch, out, 4); break;
+                default: brl_rows_dsp(p, scratch, out, block / 4); break;
             }
-            runs += nnzb;
-            out[o] = tk_requant_s8(acc, p->multiplier[o], p->shift[o], p->out_zp, p->act_min, p->act_max);
+        } else {
+            const uint16_t* runs = p->runs;
+            const int8_t* vals = p->values;
+            for (int32_t o = 0; o < n_out; ++o) {
+                const int32_t nnzb = p->row_nnzb[o];
+                int32_t acc = brl_row_scalar(x, k_len, p->in_zp, block, nnzb, runs, vals, p->bias ? p->bias[o] : 0);
+                vals += nnzb * block;
+                runs += nnzb;
+                out[o] = tk_requant_s8(acc, p->multiplier[o], p->shift[o], p->out_zp, p->act_min, p->act_max);
+            }
         }
         out += n_out;
     }

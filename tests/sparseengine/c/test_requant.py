@@ -1,0 +1,54 @@
+"""The C requantisation helpers equal fixedpoint.py exactly, edge values included."""
+
+from __future__ import annotations
+
+import ctypes as C
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tuskml.backends.sparse_engine import fixedpoint as fp
+
+INT32 = st.integers(-(2**31), 2**31 - 1)
+EDGES = st.sampled_from([-(2**31), -(2**31) + 1, -1, 0, 1, 2**30, 2**31 - 1, -(2**30)])
+
+
+def _fn(kernels, name):
+    f = getattr(kernels.lib, name)
+    f.restype = C.c_int32
+    return lambda *a: int(f(*(C.c_int32(int(v)) for v in a)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.one_of(INT32, EDGES), b=st.one_of(INT32, EDGES))
+def test_srdhm(kernels, a, b):
+    assert _fn(kernels, "tk_export_srdhm")(a, b) == int(fp.saturating_rounding_doubling_high_mul(a, b))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.one_of(INT32, EDGES), e=st.integers(0, 31))
+def test_rdbpot(kernels, x, e):
+    assert _fn(kernels, "tk_export_rdbpot")(x, e) == int(fp.rounding_divide_by_pot(x, e))
+
+
+@settings(max_examples=400, deadline=None)
+@given(x=st.one_of(INT32, EDGES, st.integers(-70000, 70000)), m=st.one_of(st.integers(2**30, 2**31 - 1),
+       st.integers(-(2**31) + 1, -(2**30)), EDGES), s=st.integers(-31, 30))
+def test_multiply_by_quantized_multiplier(kernels, x, m, s):
+    assert _fn(kernels, "tk_export_mbqm")(x, m, s) == int(fp.multiply_by_quantized_multiplier(x, m, s))
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.integers(-(2**30), 2**30), b=st.integers(1, 2**20))
+def test_div_round(kernels, a, b):
+    assert _fn(kernels, "tk_export_div_round")(a, b) == int(fp.div_round(a, b))
+
+
+def test_quantized_real_multipliers_round_trip(kernels):
+    rng = np.random.default_rng(0)
+    mbqm = _fn(kernels, "tk_export_mbqm")
+    for real in rng.uniform(1e-6, 100.0, size=200):
+        m, s = fp.quantize_multiplier(float(real))
+        for x in rng.integers(-(2**20), 2**20, size=5):
+            assert mbqm(x, m, s) == int(fp.multiply_by_quantized_multiplier(int(x), m, s))
