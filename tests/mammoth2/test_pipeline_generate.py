@@ -143,5 +143,6 @@ def test_cfg_range_outside_the_trajectory_equals_no_guidance():
     out_of_range = pipe.generate(["a cat"], guidance=6.0, cfg_range=(1.0, 1.0), **kw)  # t < 1 at every step
     guided = pipe.generate(["a cat"], guidance=6.0, **kw)
     assert torch.equal(unguided.visual_codes, guided.visual_codes)  # same AR stage
-    assert torch.allclose(unguided.pixels, out_of_range.pixels)
-    assert not torch.allclose(unguided.pixels, guided.pixels)
+    # equal up to float noise (the guided call re-encodes two branches in one batch)
+    assert torch.allclose(unguided.pixels, out_of_range.pixels, atol=1e-4)
+    assert (unguided.pixels - guided.pixels).abs().max() > 1e-2
