@@ -195,3 +195,27 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code != 0 and "cannot import the factory" in result.output
     result = CliRunner().invoke(cli, ["tinyformer", "deploy", CNN, "--input-shape", "3,abc", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--input-shape" in result.output
+
+
+def _qemu_available() -> bool:
+    from tuskml.mcu_targets.emulators import qemu_available
+
+    return qemu_available()
+
+
+@pytest.mark.skipif(not _qemu_available(), reason="qemu-system-arm is not installed")
+def test_qemu_agrees_with_unicorn_on_a_generated_model(tmp_path):
+    """Whole generated model: same exit code and the same exact instruction counts in both emulators."""
+    from tuskml.mcu_targets.emulators import run_qemu, run_unicorn
+
+    r = deploy(CNN, target="stm32f746", out_dir=tmp_path / "u", input_shape=(3, 12, 12), test_samples=1,
+               calibration_samples=4)
+    assert r.bit_exact
+    uc = run_unicorn(r.elf)
+    qemu = run_qemu(r.elf, count_instructions=True)
+    assert qemu.exit_code == uc.exit_code == 0
+    assert qemu.instructions == uc.instructions == r.instructions_total
+    assert qemu.per_function_self == uc.per_function_self
+    via_qemu = deploy(CNN, target="stm32f746", out_dir=tmp_path / "q", input_shape=(3, 12, 12), test_samples=1,
+                      calibration_samples=4, emulator="qemu")
+    assert via_qemu.bit_exact and via_qemu.emulator.startswith("qemu-system-arm") and via_qemu.instructions is None

@@ -56,7 +56,9 @@ def add_deploy_command(cli: click.Group) -> None:
     @click.option("--calibration-samples", default=16, show_default=True, type=click.IntRange(1))
     @click.option("--samples", "test_samples", default=2, show_default=True, type=click.IntRange(1),
                   help="test inputs run on the target and compared with the reference")
-    @click.option("--emulator", default="unicorn", show_default=True, type=click.Choice(["unicorn", "qemu"]))
+    @click.option("--emulator", default="unicorn", show_default=True, type=click.Choice(["unicorn", "qemu"]),
+                  help="unicorn: outputs read back + exact per-layer instructions; qemu (mps2-an500): the firmware's "
+                       "own byte comparison (exit code) only")
     @click.option("--toolchain", default=None, type=click.Choice(["gcc", "zig"]), help="force a cross compiler")
     @click.option("--dsp/--no-dsp", "use_dsp", default=None, help="DSP (SXTB16/SMLAD) kernels (default: if the target has them)")
     @click.option("--seed", default=0, show_default=True, type=int)
