@@ -45,3 +45,11 @@ def tuskml_cli_commands(cli):
     from tuskml.plugins.tinyformer.deploy_cli import add_deploy_command
 
     add_deploy_command(cli)
+
+
+@hookimpl(specname="tuskml_cli_commands")
+def tuskml_cli_commands_search(cli):
+    # `tuskml tinyformer search`; shares the `tinyformer` group with deploy (get-or-create)
+    from tuskml.plugins.tinyformer.search_cli import add_search_command
+
+    add_search_command(cli)

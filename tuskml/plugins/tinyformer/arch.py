@@ -226,10 +226,10 @@ def mutate_arch(arch: HybridArch, cfg: TinyformerHybridConfig, rng: random.Rando
         embed_dims=per_stage(arch.embed_dims, fresh.embed_dims), heads=per_stage(arch.heads, fresh.heads),
         mlp_ratios=per_stage(arch.mlp_ratios, fresh.mlp_ratios), vit_depths=per_stage(arch.vit_depths, fresh.vit_depths))
     # a ViT stage that mutation turned on needs valid ViT fields: take them from the fresh sample
-    mutated = attrs.evolve(mutated, embed_dims=tuple(m or f for m, f in zip(mutated.embed_dims, fresh.embed_dims)),
-                           heads=tuple(m or f for m, f in zip(mutated.heads, fresh.heads)),
-                           mlp_ratios=tuple(m or f for m, f in zip(mutated.mlp_ratios, fresh.mlp_ratios)),
-                           vit_depths=tuple(m or f for m, f in zip(mutated.vit_depths, fresh.vit_depths)))
+    mutated = attrs.evolve(mutated, embed_dims=tuple(m or _choice(rng, cfg.embed_dims) for m in mutated.embed_dims),
+                           heads=tuple(m or _choice(rng, cfg.head_choices) for m in mutated.heads),
+                           mlp_ratios=tuple(m or _choice(rng, cfg.mlp_ratios) for m in mutated.mlp_ratios),
+                           vit_depths=tuple(m or _choice(rng, cfg.transformer_depths) for m in mutated.vit_depths))
     return canonical(mutated, cfg)
 
 

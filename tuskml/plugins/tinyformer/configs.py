@@ -131,7 +131,7 @@ class SparseNASConfig(SearchStrategyConfig):
     """Evolution over architecture x per-layer block size x per-layer sparsity, inherited weights.
 
     Fitness is validation accuracy after block pruning and BN recalibration; every candidate must fit
-    the target; ``max_instructions`` (0 = no cap) bounds the engine's estimated instructions.
+    the target (limits, including an optional instruction cap, come from the evaluator).
     """
 
     population: int = attrs.field(default=8, validator=attrs.validators.ge(2))
@@ -141,8 +141,6 @@ class SparseNASConfig(SearchStrategyConfig):
     mutation_fraction: float = attrs.field(default=0.5, validator=_fraction)
     block_sizes: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=_nonempty_positive)
     sparsities: tuple[float, ...] = attrs.field(default=(0.0, 0.25, 0.5, 0.75), validator=_sparsities)
-    max_instructions: int = attrs.field(default=0, validator=_ge0)
-    recalibration_batches: int = attrs.field(default=4, validator=_ge1)
     seed: int = 0
 
 
@@ -151,9 +149,7 @@ class RandomSearchConfig(SearchStrategyConfig):
     """The baseline: ``budget`` random (arch, per-layer block size, sparsity) candidates under the
     same constraints and fitness as ``sparsenas``; keeps the best."""
 
-    budget: int = attrs.field(default=16, validator=_ge1)
+    budget: int = attrs.field(default=24, validator=_ge1)
     block_sizes: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=_nonempty_positive)
     sparsities: tuple[float, ...] = attrs.field(default=(0.0, 0.25, 0.5, 0.75), validator=_sparsities)
-    max_instructions: int = attrs.field(default=0, validator=_ge0)
-    recalibration_batches: int = attrs.field(default=4, validator=_ge1)
     seed: int = 0

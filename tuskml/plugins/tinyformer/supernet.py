@@ -310,11 +310,37 @@ class TinyformerHybridSpace(nn.Module):
 
 
 def count_macs(model: nn.Module, example: torch.Tensor | None = None) -> int:
-    """MACs of one forward pass at batch 1, counted by torch's FLOP counter (FLOPs / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Multiply-accumulates of one image (batch 1): convolutions, linear layers and the two attention
+    matmuls (``q k^T`` and ``attn v``), counted with forward hooks on a standalone subnet."""
     if example is None:
         example = model.example_inputs()[0]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.eval()(example)
-    return int(counter.get_total_flops() // 2)
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear_hook(m: nn.Linear, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    def attention_hook(m: plain.Attention, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        b, t, e = inputs[0].shape
+        total += 2 * b * t * t * e
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+        elif isinstance(m, plain.Attention):
+            handles.append(m.register_forward_hook(attention_hook))
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)

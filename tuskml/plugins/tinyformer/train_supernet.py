@@ -131,8 +131,6 @@ def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
 def save_checkpoint(path: str | os.PathLike[str], space: TinyformerHybridSpace, optimizer: torch.optim.Optimizer,
                     step: int, opts: SupernetTrainingOptions, losses: list[float]) -> pathlib.Path:
     """Model + AdamW state as safetensors, atomically (temp file in the same folder, then rename)."""
-    from safetensors.torch import save_file
-
     from tuskml.core.config import config_to_json
 
     tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in space.state_dict().items()}
@@ -145,12 +143,22 @@ def save_checkpoint(path: str | os.PathLike[str], space: TinyformerHybridSpace, 
     meta = {"tuskml.tinyformer.kind": "supernet-training", "step": str(step),
             "space_config": config_to_json(space.config), "options": json.dumps(attrs.asdict(opts)),
             "losses": json.dumps(losses)}
+    return save_tensors_atomic(tensors, path, meta)
+
+
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str],
+                        metadata: dict[str, str] | None = None) -> pathlib.Path:
+    """``safetensors.torch.save_file`` to a temporary file in the same folder, then rename."""
+    from safetensors.torch import save_file
+
     p = pathlib.Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
