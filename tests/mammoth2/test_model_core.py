@@ -138,3 +138,16 @@ def test_a_few_training_steps_reduce_the_loss():
         opt.step()
     after = eval_loss()
     assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_small_preset_builds_consistently_and_runs_a_forward():
+    """The GPU preset on a CPU: derived sizes agree and one 128 px text-to-image sample gives finite losses."""
+    torch.manual_seed(0)
+    model = Mammoth2Model(load_preset("small")).eval()
+    assert model.layout.grid == (16, 16) and model.latent_size == 64
+    assert model.config.aligner.out_dim == model.decoder.cond_dim == 384
+    batch = model.make_batch([TextToImageSample("a cat", torch.zeros(3, 128, 128))])
+    with torch.no_grad():
+        out = model(**batch)
+    assert torch.isfinite(out.loss) and out.fm_loss > 0

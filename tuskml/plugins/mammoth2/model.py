@@ -332,7 +332,8 @@ class Mammoth2Model(nn.Module):
         has_source = has_source.bool() if has_source is not None else torch.zeros(batch, dtype=torch.bool, device=device)
 
         if self.training and (cfg.prompt_dropout > 0 or cfg.source_dropout > 0):
-            drop_text = torch.rand(batch, device=device) < cfg.prompt_dropout
+            # only image-making rows need unconditional branches (an answer needs its question)
+            drop_text = (torch.rand(batch, device=device) < cfg.prompt_dropout) & has_target
             drop_source = (torch.rand(batch, device=device) < cfg.source_dropout) & has_source
             drop_text = drop_text | drop_source  # the unconditional branch of dual guidance hides both
         else:

@@ -291,19 +291,34 @@ class Mammoth2Pipeline:
         if not 0.0 <= lo <= hi <= 1.0:
             raise Mammoth2InputError(f"cfg_range must satisfy 0 <= lo <= hi <= 1, got {cfg_range}")
 
-        def branch(i: int, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            c, m = conditions[i]
-            return model.decoder(x, t, c, m, refs[i])
+        # branches that share reference latents run as one batched decoder call
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(refs):
+            groups.setdefault(id(r), []).append(i)
+
+        def branches(x: torch.Tensor, t: torch.Tensor, wanted: int) -> list[torch.Tensor]:
+            out: list[torch.Tensor | None] = [None] * wanted
+            for members in groups.values():
+                members = [i for i in members if i < wanted]
+                if not members:
+                    continue
+                n = len(members)
+                r = refs[members[0]]
+                v = model.decoder(x.repeat(n, 1, 1, 1), t.repeat(n), torch.cat([conditions[i][0] for i in members]),
+                                  torch.cat([conditions[i][1] for i in members]),
+                                  [ref.repeat(n, 1, 1, 1) for ref in r] if r else None)
+                for k, i in enumerate(members):
+                    out[i] = v[k * b:(k + 1) * b]
+            return out  # type: ignore[return-value]
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v_cond = branch(0, x, t)
             if not scales or not fm.in_cfg_range(t, cfg_range):
-                return v_cond
+                return branches(x, t, 1)[0]
             if len(scales) == 1:  # u + s (c - u)
-                v_uncond = branch(1, x, t)
+                v_cond, v_uncond = branches(x, t, 2)
                 return v_uncond + scales[0] * (v_cond - v_uncond)
             # dual guidance: u + s_img (r - u) + s_txt (c - r)
-            v_ref, v_uncond = branch(1, x, t), branch(2, x, t)
+            v_cond, v_ref, v_uncond = branches(x, t, 3)
             return v_uncond + scales[0] * (v_ref - v_uncond) + scales[1] * (v_cond - v_ref)
 
         latents = fm.sample_flow(velocity, noise, steps=steps, shift=shift, scheduler=self.scheduler)
