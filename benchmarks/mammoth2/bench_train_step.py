@@ -188,7 +188,7 @@ def main() -> None:
         f"Batch: {args.batch_size + int(has_vit)} samples ({args.batch_size - 1} text-to-image, 1 edit"
         f"{', 1 understanding' if has_vit else ''}), {seq_len} tokens per row; "
         f"forward + backward + AdamW. Median of {args.repeats} interleaved steps after one warm-up.\n\n"
-        f"| scenario | trained parameters | step (ms) | peak memory (MiB) |\n|---|---|---|---|\n{rows}\n\n"
+        f"| scenario | parameters given to AdamW | step (ms) | peak memory (MiB) |\n|---|---|---|---|\n{rows}\n\n"
         f"joint / (ar_only + dit_only) time: {result['joint_over_halves_time']:.2f}\n\n"
         f"Peak memory: {result['peak_method']}.\n"
     )
