@@ -84,6 +84,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"
     progress: bool = True
+    # wall-clock budget of one invocation (0: none). When spent, the run checkpoints and finishes
+    # early (pipeline written, ``stopped_early`` in the summary); the schedule is still by steps.
+    time_limit_minutes: float = attrs.field(default=0.0, validator=_ge0)
 
     def __attrs_post_init__(self) -> None:
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

@@ -425,6 +425,8 @@ class Trainer:
         loss_module = ddp_joint = None
         stage_index = -1
         last: dict[str, float] = {}
+        started = time.perf_counter()
+        stopped_early = False
         while self.step < self.total_steps:
             if self.step < tok_steps:  # --- phase 1: visual tokenizer
                 if ddp_vq is None:
@@ -486,12 +488,26 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in last.items()
                                  if k in ("phase", "loss", "ntp", "fm", "recon", "samples_per_s")})
+            if self._out_of_time(started):
+                stopped_early = self.step < self.total_steps
+                self.save_checkpoint()
+                break
             if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
-        summary = self.finish()
+        summary = self.finish(stopped_early=stopped_early, train_seconds=time.perf_counter() - started)
         return {**last, **summary}
+
+    def _out_of_time(self, started: float) -> bool:
+        """Rank 0's clock decides, so every rank stops at the same step."""
+        limit = self.config.time_limit_minutes
+        if limit <= 0:
+            return False
+        flag = torch.tensor([float(time.perf_counter() - started > 60.0 * limit)], device=self.device)
+        if self.dist.world > 1:
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _progress(self) -> Any:
         if not (self.config.progress and self.dist.main):
@@ -515,11 +531,13 @@ class Trainer:
         torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
         return bool(torch.equal(lo, hi))
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, *, stopped_early: bool = False, train_seconds: float = 0.0) -> dict[str, Any]:
         """Check the ranks agree, then write ``pipeline/`` with the EMA weights in the DiT."""
         agree = self.params_agree()
         summary = {"ranks_agree": agree, "world_size": self.dist.world, "steps": self.step,
-                   "samples_seen": self.samples_seen, "peak_memory_mb": peak_memory_mb(self.device)}
+                   "total_steps": self.total_steps, "stopped_early": stopped_early,
+                   "train_seconds": train_seconds, "samples_seen": self.samples_seen,
+                   "peak_memory_mb": peak_memory_mb(self.device)}
         if self.dist.main:
             from tuskml.plugins.mammoth2.pipeline import Mammoth2Pipeline
 

@@ -1,0 +1,137 @@
+"""Train the ``tiny`` preset once on this machine (at most 30 minutes) and score it on held-out prompts.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/mammoth2/train_tiny.py [--minutes 30] [--per-category 16]
+
+Baselines measured in the same run: the same model at its random initialisation (what training
+adds) and the ground-truth renders of the same prompts (what GenEvalMini can give at most). Records
+training throughput (samples/s over the joint phase), peak memory (process peak RSS on a CPU), the
+steps reached in the budget, and the machine's load average (the CPU may be shared).
+Writes benchmarks/results/mammoth2_train_tiny.json and .md; the run folder stays in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import time
+from typing import Any
+
+import attrs
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    und = report["understanding"]["accuracy"]
+    return {
+        "geneval.overall": report["geneval"]["overall"],
+        **{f"geneval.{c}": report["geneval"][c] for c in report["geneval"] if c not in ("overall", "n")},
+        "edit.success": report["edit"]["success"]["overall"],
+        "edit.preservation": report["edit"]["preservation"]["overall"],
+        "edit.success_preserved": report["edit"]["success_preserved"]["overall"],
+        **{f"edit.success.{k}": v for k, v in report["edit"]["success"].items() if k != "overall"},
+        **{f"edit.preservation.{k}": v for k, v in report["edit"]["preservation"].items() if k != "overall"},
+        "understanding.accuracy": und.get("overall"),
+        **{f"understanding.{k}": v for k, v in und.items() if k != "overall"},
+    }
+
+
+def ground_truth_geneval(data_config: Any, per_category: int) -> float:
+    from tuskml.plugins.mammoth2.configs_data import GENEVAL_CATEGORIES
+    from tuskml.plugins.mammoth2.geneval_mini import GenEvalMini
+    from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
+
+    ds = ShapesWorld(attrs.evolve(data_config, split="heldout", task="t2i"))
+    samples = [ds.sample(i, kind=c) for c in GENEVAL_CATEGORIES for i in range(per_category)]
+    return GenEvalMini().evaluate([s.prompt for s in samples], [s.image for s in samples])["overall"]
+
+
+def joint_throughput(run: pathlib.Path) -> dict[str, float]:
+    from tuskml.plugins.mammoth2.train import iter_metrics
+
+    rows = list(iter_metrics(run))
+    joint = [r["samples_per_s"] for r in rows if r.get("phase") != "tokenizer"]
+    tok = [r["samples_per_s"] for r in rows if r.get("phase") == "tokenizer"]
+    last = {k: v for k, v in (rows[-1] if rows else {}).items() if k in ("loss", "ntp", "fm")}
+    return {"joint_samples_per_s": statistics.median(joint) if joint else float("nan"),
+            "tokenizer_images_per_s": statistics.median(tok) if tok else float("nan"),
+            **{f"final_{k}": v for k, v in last.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="tiny", help="training preset or TOML")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--per-category", type=int, default=16)
+    parser.add_argument("--out", default="/tmp/mammoth2_tiny_run")
+    parser.add_argument("--name", default="mammoth2_train_tiny")
+    args = parser.parse_args()
+
+    import torch
+
+    from tuskml.plugins.mammoth2.configs_train import load_train_config
+    from tuskml.plugins.mammoth2.evaluate import EvalSettings, evaluate_pipeline, evaluate_run
+    from tuskml.plugins.mammoth2.model import Mammoth2Model
+    from tuskml.plugins.mammoth2.pipeline import Mammoth2Pipeline
+    from tuskml.plugins.mammoth2.train import model_config_of, train
+
+    config = attrs.evolve(load_train_config(args.config), time_limit_minutes=args.minutes, progress=False)
+    run = pathlib.Path(args.out)
+    shutil.rmtree(run, ignore_errors=True)
+    settings = EvalSettings(per_category=args.per_category)
+    load_before = os.getloadavg()
+
+    torch.manual_seed(config.seed)
+    untrained = evaluate_pipeline(Mammoth2Pipeline(Mammoth2Model(model_config_of(config))), config.data, settings)
+
+    t0 = time.perf_counter()
+    summary = train(config, run)
+    wall = time.perf_counter() - t0
+    load_after = os.getloadavg()
+    t1 = time.perf_counter()
+    trained = evaluate_run(run, run / "eval", settings)
+    eval_s = time.perf_counter() - t1
+
+    result = {
+        "config": args.config, "time_limit_minutes": args.minutes, "train_wall_s": wall, "eval_wall_s": eval_s,
+        "steps_reached": summary["steps"], "steps_planned": summary["total_steps"],
+        "stopped_early": summary["stopped_early"], "peak_memory_mb": summary["peak_memory_mb"],
+        **joint_throughput(run),
+        "trained": headline(trained), "untrained": headline(untrained),
+        "ground_truth_geneval_overall": ground_truth_geneval(config.data, args.per_category),
+        "eval_split": settings.split, "per_category": args.per_category,
+        "targets": {"geneval.overall": 0.75, "edit.success": 0.70, "understanding.accuracy": 0.90},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "loadavg_before": load_before, "loadavg_after": load_after},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=str))
+    rows = ["| metric | untrained | trained | target |", "|---|---|---|---|"]
+    for k, v in result["trained"].items():
+        target = result["targets"].get(k, "")
+        rows.append(f"| {k} | {_fmt(result['untrained'].get(k))} | {_fmt(v)} | {target} |")
+    md = [f"# mammoth2 `{args.config}` training run on this machine",
+          "",
+          f"Budget {args.minutes} min; reached {summary['steps']} / {summary['total_steps']} steps "
+          f"(stopped early: {summary['stopped_early']}) in {wall / 60:.1f} min. Joint phase "
+          f"{result['joint_samples_per_s']:.2f} samples/s, VQ phase {result['tokenizer_images_per_s']:.1f} images/s, "
+          f"peak memory {summary['peak_memory_mb']:.0f} MiB (process peak RSS). Load average before/after: "
+          f"{load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} CPUs.",
+          f"Held-out split, {args.per_category} samples per category/kind. Ground-truth renders score "
+          f"{result['ground_truth_geneval_overall']:.3f} on GenEvalMini.",
+          "", *rows, ""]
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+if __name__ == "__main__":
+    main()
