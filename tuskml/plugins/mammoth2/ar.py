@@ -27,7 +27,14 @@ from tuskml.core.errors import TuskmlError
 from tuskml.plugins.mammoth2.configs_ar import Mammoth2ARConfig
 from tuskml.plugins.mammoth2.experts import ExpertPlan, init_linear_weights, route_tokens
 from tuskml.plugins.mammoth2.kv_cache import KVCache
-from tuskml.plugins.mammoth2.layers import RMSNorm, SwiGLU, apply_rope, rope_cos_sin, rope_inverse_frequencies, scaled_dot_product_gqa
+from tuskml.plugins.mammoth2.layers import (
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    rope_cos_sin,
+    rope_inverse_frequencies,
+    scaled_dot_product_gqa,
+)
 
 
 class BackboneInputError(TuskmlError, ValueError):

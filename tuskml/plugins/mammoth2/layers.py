@@ -95,6 +95,9 @@ def multi_axis_rope_cos_sin(position_ids: torch.Tensor, axes_dims: tuple[int, ..
 
 # --- attention ----------------------------------------------------------------------------------------
 
+#: torch >= 2.5 lets SDPA broadcast K/V heads itself (``enable_gqa``)
+_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
 
 def scaled_dot_product_gqa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
                            is_causal: bool = False) -> torch.Tensor:
@@ -103,12 +106,15 @@ def scaled_dot_product_gqa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     ``mask`` is boolean (True = may attend), broadcastable to ``[B, Hq, T, S]``.
     """
     hq, hkv = q.shape[1], k.shape[1]
+    is_causal = is_causal and mask is None
     if hq != hkv:
         if hq % hkv:
             raise ValueError(f"{hq} query heads are not a multiple of {hkv} key/value heads")
+        if _SDPA_HAS_GQA:  # no copies of K/V; several times faster for single-token decoding steps
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
         k = k.repeat_interleave(hq // hkv, dim=1)
         v = v.repeat_interleave(hq // hkv, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
 class GQAAttention(nn.Module):
