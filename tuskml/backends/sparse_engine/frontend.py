@@ -555,6 +555,10 @@ class _Importer:
             if isinstance(container, (tuple, list, torch.Size)):
                 return container[args[1]]
             raise self.unsupported("tensor indexing/slicing")
+        if f is F.linear:
+            weight = self.param(args[1] if len(args) > 1 else fx_node.kwargs["weight"])
+            bias_arg = args[2] if len(args) > 2 else fx_node.kwargs.get("bias")
+            return self.linear(self.value(args[0]), weight, None if bias_arg is None else self.param(bias_arg))
         if f in (torch.relu, F.relu):
             return self.relu(args[0], "relu")
         if f is F.relu6 or (f is F.hardtanh and tuple(args[1:3]) == (0.0, 6.0)):
@@ -607,6 +611,16 @@ class _Importer:
         if f is getattr:
             return self.concrete_getattr(args[0], args[1])
         raise self.unsupported(_op_name(fx_node))
+
+    def param(self, arg: Any) -> np.ndarray:
+        """The value of a ``get_attr`` node (a parameter used by a functional call)."""
+        v = self.env.get(arg) if isinstance(arg, torch.fx.Node) else None
+        if not (isinstance(v, tuple) and v[:1] == ("param",)):
+            raise self.unsupported(f"{_op_name(self.fx_node)} whose weight is not a module parameter")
+        obj: Any = self.gm
+        for part in str(v[1]).split("."):
+            obj = getattr(obj, part)
+        return obj.detach().numpy()
 
     def concrete_getattr(self, obj_arg: Any, attr: str) -> Any:
         if attr == "shape" and isinstance(obj_arg, torch.fx.Node):
@@ -686,6 +700,8 @@ def import_torch(model: nn.Module, example_input: torch.Tensor, *, name: str | N
     if not isinstance(example_input, torch.Tensor):
         raise FrontendError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
     model = model.eval()
+    if type(model).__module__.startswith("torch.nn."):
+        model = nn.Sequential(model)  # fx would trace a bare nn.Linear into F.linear on raw parameters
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds of errors for untraceable Python
