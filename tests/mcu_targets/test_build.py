@@ -66,7 +66,8 @@ def test_flash_overflow_is_a_clear_error(build_program, tmp_path):
     extra = t.flash_bytes - fits.flash_bytes + 24
     with pytest.raises(LinkerOverflowError, match="FLASH") as info:
         build("stm32f746", [PROGRAMS / "big_arrays.c"], out_dir=tmp_path, defines={"FLASH_BYTES": 4096 + extra})
-    assert info.value.region == "FLASH" and info.value.bytes_over == 24
+    # lld reports exactly 24; GNU ld may add up to 8 bytes of section alignment padding
+    assert info.value.region == "FLASH" and 24 <= info.value.bytes_over <= 32
 
 
 def test_parse_linker_overflow_gnu_and_lld():
