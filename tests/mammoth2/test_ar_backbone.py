@@ -169,3 +169,25 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_conformance(tmp_path):
     check_component("backbones", "mammoth2-ar", tmp_path)
+
+
+def test_bf16_autocast_forward_backward_and_cached_step():
+    model = _backbone(experts={"type": "ffn-attention"})
+    ids = _mixed_ids(model, 2, 4, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, use_cache=True)
+        step = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+        out.logits.float().sum().backward()
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(step.logits).all()
+    assert model.layers[0].gen_mlp.down_proj.weight.grad is not None
+
+
+def test_checkpoint_round_trip_of_a_non_default_config(tmp_path):
+    model = _backbone(num_layers=3, tie_text_embeddings=True, experts={"type": "ffn-attention", "start_layer": 1})
+    assert model.lm_head.weight is model.embed_tokens.weight
+    path = tuskml.save(model, tmp_path / "ar.safetensors")
+    loaded = tuskml.load(path).eval()
+    assert loaded.config == model.config and loaded.lm_head.weight is loaded.embed_tokens.weight
+    ids = _mixed_ids(model, 2, 4, 3)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)

@@ -85,6 +85,13 @@ def test_kv_cached_decoding_equals_full_recomputation(qwen3_folder):
             pieces.append(out.logits)
     assert state.seq_length == ids.shape[1]
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
+    # rows of the cache can be reordered / repeated (e.g. for classifier-free guidance)
+    swapped = state.select(torch.tensor([1, 0]))
+    nxt = torch.tensor([[270], [271]])
+    with torch.no_grad():
+        a = backbone(nxt, past_key_values=state, use_cache=True).logits
+        b = backbone(nxt.flip(0), past_key_values=swapped, use_cache=True).logits
+    torch.testing.assert_close(a, b.flip(0), atol=1e-5, rtol=1e-5)
 
 
 def test_text_vocab_resize_and_config_json(qwen3_folder):

@@ -25,7 +25,7 @@ from torch import nn
 import tuskml
 from tuskml.core.errors import TuskmlError
 from tuskml.plugins.mammoth2.configs_ar import Mammoth2ARConfig
-from tuskml.plugins.mammoth2.experts import ExpertPlan, init_linear_weights, route_tokens
+from tuskml.plugins.mammoth2.experts import ExpertPlan, TokenRoute, init_linear_weights, route_tokens
 from tuskml.plugins.mammoth2.kv_cache import KVCache
 from tuskml.plugins.mammoth2.layers import (
     RMSNorm,
@@ -49,6 +49,19 @@ class BackboneOutput:
     logits: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None = None
     past_key_values: Any = None
+
+
+def check_id_range(input_ids: torch.Tensor, text_vocab_size: int, gen_vocab_size: int) -> None:
+    """Ids must lie in ``[0, text + gen)``; one host sync for both bounds."""
+    if not input_ids.numel():
+        return
+    low, high = torch.stack((input_ids.min(), input_ids.max())).tolist()
+    total = text_vocab_size + gen_vocab_size
+    if low < 0 or high >= total:
+        raise BackboneInputError(
+            f"input_ids must lie in [0, {total}) (text {text_vocab_size} + generation {gen_vocab_size}); "
+            f"got values in [{low}, {high}]"
+        )
 
 
 # --- masks and positions, shared with hf_backbone ------------------------------------------------------
@@ -134,14 +147,14 @@ class ARAttention(nn.Module):
             self.gen_v_proj = plan.make_expert(self.v_proj, config.init_std)
             self.gen_o_proj = plan.make_expert(self.o_proj, config.init_std)
 
-    def _project(self, x: torch.Tensor, gen_mask: torch.Tensor | None, name: str) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, gen_mask: TokenRoute | None, name: str) -> torch.Tensor:
         text = getattr(self, name)
         if not self.has_expert:
             return text(x)
         return route_tokens(x, gen_mask, text, getattr(self, "gen_" + name))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool, gen_mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+                is_causal: bool, gen_mask: TokenRoute | None, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
         q = self._project(x, gen_mask, "q_proj").view(b, t, self.num_heads, self.head_dim)
         k = self._project(x, gen_mask, "k_proj").view(b, t, self.num_kv_heads, self.head_dim)
@@ -171,7 +184,7 @@ class ARDecoderLayer(nn.Module):
             self.gen_mlp = plan.make_expert(self.mlp, config.init_std)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool, gen_mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+                is_causal: bool, gen_mask: TokenRoute | None, cache: KVCache | None) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, gen_mask, cache)
         h = self.post_attention_layernorm(x)
         if self.has_ffn_expert:
@@ -231,12 +244,7 @@ class Mammoth2AR(nn.Module):
                 f"input_ids must be an integer tensor [B, T], got {type(input_ids).__name__} "
                 f"{tuple(getattr(input_ids, 'shape', ()))} {getattr(input_ids, 'dtype', '')}"
             )
-        total = self.text_vocab_size + self.gen_vocab_size
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= total):
-            raise BackboneInputError(
-                f"input_ids must lie in [0, {total}) (text {self.text_vocab_size} + generation {self.gen_vocab_size}); "
-                f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]"
-            )
+        check_id_range(input_ids, self.text_vocab_size, self.gen_vocab_size)
 
     def generation_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Bool ``[B, T]``: True where the token is a generation (visual) token and so uses the experts."""
@@ -245,6 +253,9 @@ class Mammoth2AR(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings ``[B, T, D]``: text table for text ids, generation table for generation ids."""
         self._check_ids(input_ids)
+        return self._embed_checked(input_ids)
+
+    def _embed_checked(self, input_ids: torch.Tensor) -> torch.Tensor:
         gen_mask = self.generation_mask(input_ids)
         text = self.embed_tokens(input_ids.clamp(max=self.text_vocab_size - 1))
         gen = self.gen_embed_tokens((input_ids - self.gen_vocab_start).clamp(min=0))
@@ -266,7 +277,7 @@ class Mammoth2AR(nn.Module):
         b, t = input_ids.shape
         device = input_ids.device
         if inputs_embeds is None:
-            x = self.embed(input_ids)
+            x = self._embed_checked(input_ids)
         else:
             if inputs_embeds.shape != (b, t, self.hidden_size):
                 raise BackboneInputError(
@@ -291,7 +302,7 @@ class Mammoth2AR(nn.Module):
         is_causal = mask is None and past_len == 0 and t > 1
 
         cos, sin = rope_cos_sin(position_ids, self.inv_freq, x.dtype)
-        gen_mask = self.generation_mask(input_ids) if self.experts.routes_ffn else None
+        gen_mask = TokenRoute(self.generation_mask(input_ids)) if self.experts.routes_ffn else None
         hidden: list[torch.Tensor] = [x] if output_hidden_states else []
         for layer in self.layers:
             x = layer(x, cos, sin, mask, is_causal, gen_mask, cache)

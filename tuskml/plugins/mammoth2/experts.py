@@ -68,32 +68,58 @@ def init_linear_weights(module: nn.Module, std: float) -> None:
                 nn.init.zeros_(sub.bias)
 
 
-def route_tokens(x: torch.Tensor, gen_mask: torch.Tensor | None,
+class TokenRoute:
+    """Which tokens of a ``[B, T]`` batch are generation tokens, resolved once per forward call.
+
+    Counting and indexing the generation tokens needs one device-to-host sync; doing it here once
+    instead of in every routed module keeps decoding on a GPU from stalling once per layer.
+    """
+
+    def __init__(self, gen_mask: torch.Tensor):
+        self.shape = tuple(gen_mask.shape)
+        flat = gen_mask.reshape(-1)
+        n_gen = int(flat.sum())
+        self.all_text = n_gen == 0
+        self.all_gen = n_gen == flat.numel()
+        self.gen_index = self.text_index = None
+        if not (self.all_text or self.all_gen):
+            order = torch.argsort(flat.to(torch.int8), stable=True)  # text positions first, then generation
+            n_text = flat.numel() - n_gen
+            self.text_index, self.gen_index = order[:n_text], order[n_text:]
+
+    def apply(self, x: torch.Tensor, text_fn: Callable[[torch.Tensor], torch.Tensor],
+              gen_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if tuple(x.shape[:-1]) != self.shape:
+            raise ValueError(f"routing computed for tokens {self.shape} applied to tokens {tuple(x.shape[:-1])}")
+        if self.all_text:
+            return text_fn(x)
+        if self.all_gen:
+            return gen_fn(x)
+        flat = x.reshape(-1, x.shape[-1])
+        gen_out = gen_fn(flat.index_select(0, self.gen_index))
+        text_out = text_fn(flat.index_select(0, self.text_index))
+        out = gen_out.new_empty(flat.shape[0], gen_out.shape[-1])
+        out = out.index_copy(0, self.gen_index, gen_out).index_copy(0, self.text_index, text_out.to(gen_out.dtype))
+        return out.view(*x.shape[:-1], gen_out.shape[-1])
+
+
+def route_tokens(x: torch.Tensor, route: TokenRoute | torch.Tensor | None,
                  text_fn: Callable[[torch.Tensor], torch.Tensor],
                  gen_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply ``gen_fn`` to tokens where ``gen_mask [B, T]`` is True and ``text_fn`` to the rest.
+    """Apply ``gen_fn`` to generation tokens and ``text_fn`` to the rest (``route``: a
+    :class:`TokenRoute` or a Bool ``[B, T]`` generation mask; None means all text).
 
     Each token is computed by exactly one of the two functions (gathered, not masked after the
     fact), so text tokens never touch expert weights and the cost is one pass per token. All-text and
     all-generation inputs (the usual decoding step) skip the gather entirely.
     """
-    if gen_mask is None:
+    if route is None:
         return text_fn(x)
-    if gen_mask.shape != x.shape[:-1]:
-        raise ValueError(f"generation mask of shape {tuple(gen_mask.shape)} does not match tokens {tuple(x.shape[:-1])}")
-    n_gen = int(gen_mask.sum())
-    if n_gen == 0:
-        return text_fn(x)
-    if n_gen == gen_mask.numel():
-        return gen_fn(x)
-    flat = x.reshape(-1, x.shape[-1])
-    mask = gen_mask.reshape(-1)
-    gen_out = gen_fn(flat[mask])
-    text_out = text_fn(flat[~mask])
-    out = gen_out.new_empty(flat.shape[0], gen_out.shape[-1])
-    out[mask] = gen_out
-    out[~mask] = text_out.to(gen_out.dtype)
-    return out.view(*x.shape[:-1], gen_out.shape[-1])
+    if isinstance(route, torch.Tensor):
+        if tuple(route.shape) != tuple(x.shape[:-1]):
+            raise ValueError(f"generation mask of shape {tuple(route.shape)} does not match tokens {tuple(x.shape[:-1])}")
+        route = TokenRoute(route)
+    return route.apply(x, text_fn, gen_fn)
 
 
 class RoutingState:
@@ -101,7 +127,7 @@ class RoutingState:
     wrapped model whose layer signatures cannot carry it (``hf-causal-lm``). Set per forward call."""
 
     def __init__(self) -> None:
-        self.gen_mask: torch.Tensor | None = None
+        self.gen_mask: TokenRoute | None = None
 
 
 class TokenRoutedModule(nn.Module):

@@ -29,11 +29,12 @@ from tuskml.core.errors import ConfigError, TuskmlError
 from tuskml.plugins.mammoth2.ar import (
     BackboneInputError,
     BackboneOutput,
+    check_id_range,
     default_position_ids,
     full_key_mask,
 )
 from tuskml.plugins.mammoth2.configs_ar import HFCausalLMConfig
-from tuskml.plugins.mammoth2.experts import ExpertPlan, RoutingState, TokenRoutedModule, init_linear_weights
+from tuskml.plugins.mammoth2.experts import ExpertPlan, RoutingState, TokenRoute, TokenRoutedModule, init_linear_weights
 
 
 class HFCacheState:
@@ -158,12 +159,7 @@ class HFCausalLMBackbone(nn.Module):
     def _check_ids(self, input_ids: torch.Tensor) -> None:
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
             raise BackboneInputError(f"input_ids must be an integer tensor [B, T], got {getattr(input_ids, 'shape', input_ids)!r}")
-        total = self.text_vocab_size + self.gen_vocab_size
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= total):
-            raise BackboneInputError(
-                f"input_ids must lie in [0, {total}) (text {self.text_vocab_size} + generation {self.gen_vocab_size}); "
-                f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]"
-            )
+        check_id_range(input_ids, self.text_vocab_size, self.gen_vocab_size)
 
     def generation_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         return input_ids >= self.gen_vocab_start
@@ -206,7 +202,7 @@ class HFCausalLMBackbone(nn.Module):
             "output_hidden_states": output_hidden_states,
             self._cache_kwarg: state.cache if state is not None else None,
         }
-        self.routing.gen_mask = self.generation_mask(input_ids) if self.experts.routes_ffn else None
+        self.routing.gen_mask = TokenRoute(self.generation_mask(input_ids)) if self.experts.routes_ffn else None
         try:
             out = self.lm.base_model(**kwargs)
         finally:
