@@ -79,3 +79,26 @@ def test_sparse_kernel_never_reads_past_k(kernels, block):
     for use_dsp in (True, False):
         got = kernels.fc(x, None, None, mult, shift, -3, 0, brl=brl, use_dsp=use_dsp)
         np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), use_brl=st.booleans())
+def test_requant_row_slow_paths(kernels, seed, use_brl):
+    """Positive shifts (left shift with int32 saturation) and an INT32_MIN multiplier go through the
+    general requant path of the DSP / BRL kernels; results still match the spec."""
+    rng = np.random.default_rng(seed)
+    k, o = 24, 8
+    x = rng.integers(-128, 128, size=(2, k), dtype=np.int8)
+    w = rng.integers(-127, 128, size=(o, k), dtype=np.int8)
+    bias = rng.integers(-(2**20), 2**20, size=o, dtype=np.int32)
+    mult = rng.integers(2**30, 2**31 - 1, size=o).astype(np.int32)
+    mult[0] = np.iinfo(np.int32).min
+    mult[1] = -(2**30)
+    shift = rng.integers(-3, 12, size=o).astype(np.int32)
+    expected = fully_connected(x, w, bias, mult, shift, 5, -7)
+    if use_brl:
+        got = kernels.fc(x, None, bias, mult, shift, 5, -7, brl=BlockRunLengthMatrix.encode(w, 8), use_dsp=True)
+    else:
+        got = kernels.fc(x, w, bias, mult, shift, 5, -7, variant="dsp")
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(kernels.fc(x, w, bias, mult, shift, 5, -7, variant="portable"), expected)

@@ -280,14 +280,14 @@ def _lower_conv_like(em: _Emitter, node: Any, idx: int, in_place: bool) -> tuple
         if block > 0:
             brl_fields, brl = _brl_arrays(em, prefix, matrix, block)
             fields.update(brl_fields)
-            em.need_scratch((brl.padded_cols + 3) // 4 * 8 if (em.use_dsp and block % 4 == 0) else 0)
+            em.need_scratch((brl.padded_cols + 3) // 4 * 8 + 4 * out_c if (em.use_dsp and block % 4 == 0) else 0)
             em.const_struct("tk_fc_params", f"{prefix}_params", fields)
             return [f"tk_fc_s8_brl(&{prefix}_params, {xp}, {yp}, tk_scratch, {dsp});"], "tk_fc_s8_brl", True
         fields["weights"] = em.const_array(f"{prefix}_weights", "int8_t", matrix)
         fields.update({"block": 0, "row_nnzb": "0", "runs": "0", "values": "0"})
         em.const_struct("tk_fc_params", f"{prefix}_params", fields)
         if em.use_dsp:
-            em.need_scratch((k + 3) // 4 * 8)
+            em.need_scratch((k + 3) // 4 * 8 + 4 * out_c)
             return [f"tk_fc_s8_dsp(&{prefix}_params, {xp}, {yp}, tk_scratch);"], "tk_fc_s8_dsp", False
         return [f"tk_fc_s8_portable(&{prefix}_params, {xp}, {yp});"], "tk_fc_s8_portable", False
 
@@ -330,13 +330,13 @@ def _lower_conv_like(em: _Emitter, node: Any, idx: int, in_place: bool) -> tuple
         em.const_struct("tk_conv_params", f"{prefix}_params", conv_fields)
         em.const_struct("tk_fc_params", f"{prefix}_brl", {"rows": 1, "in_features": kc, "out_features": out_c,
                                                          **common, "weights": "0", **brl_fields})
-        em.need_scratch((kc + 3) // 4 * 4 + (brl.padded_cols + 3) // 4 * 8)
+        em.need_scratch((kc + 3) // 4 * 4 + (brl.padded_cols + 3) // 4 * 8 + 4 * out_c)
         return [f"tk_conv2d_s8_brl(&{prefix}_params, &{prefix}_brl, {xp}, {yp}, tk_scratch, {dsp});"], \
             "tk_conv2d_s8_brl", True
     conv_fields["weights"] = em.const_array(f"{prefix}_weights", "int8_t", wdata)
     em.const_struct("tk_conv_params", f"{prefix}_params", conv_fields)
     if em.use_dsp:
-        em.need_scratch((kc + 3) // 4 * 4 + (kc + 3) // 4 * 8)
+        em.need_scratch((kc + 3) // 4 * 4 + (kc + 3) // 4 * 8 + 4 * out_c)
         return [f"tk_conv2d_s8_dsp(&{prefix}_params, {xp}, {yp}, tk_scratch);"], "tk_conv2d_s8_dsp", False
     return [f"tk_conv2d_s8_portable(&{prefix}_params, {xp}, {yp});"], "tk_conv2d_s8_portable", False
 

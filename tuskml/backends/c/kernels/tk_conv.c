@@ -42,7 +42,7 @@ void tk_conv2d_s8_portable(const tk_conv_params* p, const int8_t* in, int8_t* ou
 int32_t tk_conv2d_dsp_scratch_bytes(const tk_conv_params* p, int32_t block) {
     const int32_t kc = p->k_h * p->k_w * p->in_c;
     const int32_t padded = block > 0 ? (kc + block - 1) / block * block : kc;
-    return (kc + 3) / 4 * 4 + (padded + 3) / 4 * 8;
+    return (kc + 3) / 4 * 4 + (padded + 3) / 4 * 8 + 4 * p->out_c;
 }
 
 /* Gather the receptive field of output pixel (oh, ow) into an int8 patch [k_h][k_w][in_c]; positions

@@ -32,7 +32,8 @@ typedef struct {
     const int8_t* values;       /* [nnzb * B] stored blocks, row-major */
 } tk_fc_params;
 
-/* Bytes of int16 scratch the DSP paths need for one widened input row (0 for portable). */
+/* Scratch bytes the DSP / BRL paths need: one widened input row plus one row of int32 accumulators
+ * (the portable kernel needs none). */
 int32_t tk_fc_scratch_bytes(const tk_fc_params* p);
 
 void tk_fc_s8_portable(const tk_fc_params* p, const int8_t* in, int8_t* out);

@@ -26,16 +26,14 @@ static int32_t brl_row_scalar(const int8_t* x, int32_t k_len, int32_t in_zp, int
 
 /* All rows of one input row, DSP path; groups_per_block is a compile-time constant at each call
  * site below, so the block body is fully unrolled for the common block sizes. */
-TK_INLINE void brl_rows_dsp(const tk_fc_params* p, const uint32_t* xw0, int8_t* out, const int32_t groups_per_block) {
+TK_INLINE void brl_rows_dsp(const tk_fc_params* p, const uint32_t* xw0, int32_t* accs, const int32_t groups_per_block) {
     /* parameters in locals: stores through int8_t* may alias anything, so the compiler would
      * otherwise reload every field of *p after each output byte */
     const uint16_t* runs = p->runs;
     const int8_t* vals = p->values;
     const uint16_t* row_nnzb = p->row_nnzb;
     const int32_t* bias = p->bias;
-    const int32_t* mult = p->multiplier;
-    const int32_t* shift = p->shift;
-    const int32_t n_out = p->out_features, out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+    const int32_t n_out = p->out_features;
     const int32_t words_per_block = groups_per_block * 2;
     for (int32_t o = 0; o < n_out; ++o) {
         int32_t acc = bias ? bias[o] : 0;
@@ -46,7 +44,7 @@ TK_INLINE void brl_rows_dsp(const tk_fc_params* p, const uint32_t* xw0, int8_t* 
             xw += words_per_block;
             vals += groups_per_block * 4;
         }
-        out[o] = tk_requant_s8(acc, mult[o], shift[o], out_zp, act_min, act_max);
+        accs[o] = acc;
     }
 }
 
@@ -59,13 +57,15 @@ void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
     for (int32_t n = 0; n < p->rows; ++n) {
         const int8_t* x = in + n * k_len;
         if (dsp) {
+            int32_t* accs = (int32_t*)(scratch + padded_k / 2); /* [n_out] after the widened row */
             tk_widen_s8_pairs(x, k_len, padded_k, p->in_zp, scratch);
             switch (block) {
-                case 4: brl_rows_dsp(p, scratch, out, 1); break;
-                case 8: brl_rows_dsp(p, scratch, out, 2); break;
-                case 16: brl_rows_dsp(p, scratch, out, 4); break;
-                default: brl_rows_dsp(p, scratch, out, block / 4); break;
+                case 4: brl_rows_dsp(p, scratch, accs, 1); break;
+                case 8: brl_rows_dsp(p, scratch, accs, 2); break;
+                case 16: brl_rows_dsp(p, scratch, accs, 4); break;
+                default: brl_rows_dsp(p, scratch, accs, block / 4); break;
             }
+            tk_requant_row_s8(accs, n_out, p->multiplier, p->shift, p->out_zp, p->act_min, p->act_max, out);
         } else {
             const uint16_t* runs = p->runs;
             const int8_t* vals = p->values;

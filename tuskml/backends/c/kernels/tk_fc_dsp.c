@@ -45,6 +45,7 @@ void tk_fc_s8_dsp(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
     const int8_t* weights = p->weights;
     const int32_t groups = k_len / 4;
     const int32_t k_main = groups * 4;
+    int32_t* accs = (int32_t*)(scratch + 2 * groups); /* [n_out] after the widened row */
     for (int32_t n = 0; n < rows; ++n) {
         const int8_t* x = in + n * k_len;
         tk_widen_s8_pairs(x, k_main, k_main, in_zp, scratch);
@@ -76,8 +77,8 @@ void tk_fc_s8_dsp(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
                 acc0 += xv * (int32_t)w0[k];
                 acc1 += xv * (int32_t)w1[k];
             }
-            out[o] = tk_requant_s8(acc0, mult[o], shift[o], out_zp, act_min, act_max);
-            out[o + 1] = tk_requant_s8(acc1, mult[o + 1], shift[o + 1], out_zp, act_min, act_max);
+            accs[o] = acc0;
+            accs[o + 1] = acc1;
             w0 = w1 + k_len;
         }
         if (o < n_out) {
@@ -86,8 +87,9 @@ void tk_fc_s8_dsp(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
             for (int32_t k = k_main; k < k_len; ++k) {
                 acc += ((int32_t)x[k] - in_zp) * (int32_t)w0[k];
             }
-            out[o] = tk_requant_s8(acc, mult[o], shift[o], out_zp, act_min, act_max);
+            accs[o] = acc;
         }
+        tk_requant_row_s8(accs, n_out, mult, shift, out_zp, act_min, act_max, out);
         out += n_out;
     }
 }

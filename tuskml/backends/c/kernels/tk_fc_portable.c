@@ -8,7 +8,7 @@ int32_t tk_fc_scratch_bytes(const tk_fc_params* p) {
     if (p->weights == 0 && p->block > 0) {
         k = (k + p->block - 1) / p->block * p->block;
     }
-    return (k + 3) / 4 * 8;
+    return (k + 3) / 4 * 8 + 4 * p->out_features; /* widened row + one row of int32 accumulators */
 }
 
 void tk_fc_s8_portable(const tk_fc_params* p, const int8_t* in, int8_t* out) {

@@ -6,3 +6,24 @@ int32_t tk_export_srdhm(int32_t a, int32_t b) { return tk_srdhm(a, b); }
 int32_t tk_export_rdbpot(int32_t x, int32_t exponent) { return tk_rdbpot(x, exponent); }
 int32_t tk_export_mbqm(int32_t x, int32_t multiplier, int32_t shift) { return tk_mbqm(x, multiplier, shift); }
 int32_t tk_export_div_round(int32_t a, int32_t b) { return tk_div_round(a, b); }
+
+void tk_requant_row_s8(const int32_t* acc, int32_t n, const int32_t* multiplier, const int32_t* shift,
+                       int32_t out_zp, int32_t act_min, int32_t act_max, int8_t* out) {
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t m = multiplier[i];
+        const int32_t s = shift[i];
+        int32_t v;
+        if (s <= 0 && m != INT32_MIN) {
+            /* the usual case, same arithmetic as tk_mbqm: no left shift, and SRDHM cannot saturate
+             * because the multiplier is not INT32_MIN */
+            const int32_t high = (int32_t)(((int64_t)acc[i] * (int64_t)m + ((int64_t)1 << 30)) >> 31);
+            v = tk_rdbpot(high, -s);
+        } else {
+            v = tk_mbqm(acc[i], m, s);
+        }
+        v += out_zp;
+        v = v < act_min ? act_min : v;
+        v = v > act_max ? act_max : v;
+        out[i] = (int8_t)v;
+    }
+}

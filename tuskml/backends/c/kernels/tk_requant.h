@@ -60,4 +60,10 @@ static inline int8_t tk_requant_s8(int32_t acc, int32_t multiplier, int32_t shif
     return (int8_t)tk_clamp(v, act_min, act_max);
 }
 
+/* Requantise a row of n int32 accumulators with per-channel (multiplier, shift) into int8. The DSP
+ * and block-sparse kernels accumulate a whole output row first and call this once: a tight loop
+ * keeps every requant constant in registers instead of spilling around the MAC loops. */
+void tk_requant_row_s8(const int32_t* acc, int32_t n, const int32_t* multiplier, const int32_t* shift,
+                       int32_t out_zp, int32_t act_min, int32_t act_max, int8_t* out);
+
 #endif
