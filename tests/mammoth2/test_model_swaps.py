@@ -16,6 +16,8 @@ SWAPS = {
     "experts-ffn-attention": ({"backbone": {"experts": {"type": "ffn-attention", "start_layer": 2}}}, "backbone",
                               "Mammoth2AR"),
     "backbone-hf-causal-lm": ({"backbone": {"type": "hf-causal-lm"}}, "backbone", "HF"),
+    "codec-autoencoder-kl": ({"codec": {"type": "autoencoder-kl"}}, "codec", "AutoencoderKL"),
+    "text-tokenizer-hf": ({"text_tokenizer": {"type": "hf-tokenizer"}}, "text_tokenizer", "HF"),
 }
 
 

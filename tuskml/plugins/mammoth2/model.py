@@ -33,7 +33,6 @@ from tuskml.plugins.mammoth2.sequence import (
     Role,
     SequenceError,
     SpecialTokens,
-    TokenBatch,
     TokenLayout,
     collate,
     dropped_mask,
