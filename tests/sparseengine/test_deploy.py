@@ -219,3 +219,17 @@ def test_qemu_agrees_with_unicorn_on_a_generated_model(tmp_path):
     via_qemu = deploy(CNN, target="stm32f746", out_dir=tmp_path / "q", input_shape=(3, 12, 12), test_samples=1,
                       calibration_samples=4, emulator="qemu")
     assert via_qemu.bit_exact and via_qemu.emulator.startswith("qemu-system-arm") and via_qemu.instructions is None
+
+
+def test_linker_is_the_safety_net_when_the_estimate_is_low(cnn_m7, tmp_path, monkeypatch):
+    """If the footprint estimate ever lets a too-big model through, the linker refuses and the
+    error still names the biggest layers. (Simulated: the pre-link check is switched off.)"""
+    import tuskml.plugins.tinyformer.deploy as deploy_module
+    from tuskml.backends.sparse_engine.footprint import compute_footprint
+
+    monkeypatch.setattr(deploy_module, "_check_fits",
+                        lambda target, dep: compute_footprint(dep.graph, dep.plan, stack_bytes=target.stack_bytes))
+    tight = tuskml.create("hardware_targets", "stm32f746", flash_bytes=cnn_m7.flash_bytes // 2 // 4 * 4)
+    with pytest.raises(ModelDoesNotFitError, match=r"region FLASH .* overflowed by \d+ bytes") as info:
+        deploy(CNN, target=tight, out_dir=tmp_path, input_shape=(3, 32, 32), test_samples=2, calibration_samples=8)
+    assert "footprint estimate" in str(info.value) and "largest layers" in str(info.value)
