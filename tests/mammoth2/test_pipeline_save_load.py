@@ -50,3 +50,34 @@ def test_from_pretrained_reports_missing_or_mismatched_files(tmp_path):
     tuskml.save_config(load_preset("tiny", decoder={"type": "lumina2"}), directory / "config.toml")
     with pytest.raises(tuskml.CheckpointError, match="do not"):
         Mammoth2Pipeline.from_pretrained(directory)
+
+
+def test_saved_folder_is_self_contained_with_files_from_outside(tmp_path):
+    """A transformers backbone loaded from a local folder and a tokenizer.json from a path: the saved
+    pipeline still loads (and gives the same outputs) after both originals are deleted and it moved."""
+    import shutil
+
+    import transformers
+
+    from tuskml.plugins.mammoth2.configs_ar import TINY_QWEN3_CONFIG
+    from tuskml.plugins.mammoth2.text_tokenizers import HFTokenizer
+
+    raw = dict(TINY_QWEN3_CONFIG)
+    hf_config = transformers.AutoConfig.for_model(raw.pop("model_type"), **raw)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(hf_config).save_pretrained(tmp_path / "qwen")
+    HFTokenizer().save(tmp_path / "tok")
+    config = load_preset("tiny", backbone={"type": "hf-causal-lm", "model_path": str(tmp_path / "qwen")},
+                         text_tokenizer={"type": "hf-tokenizer", "path": str(tmp_path / "tok")})
+    torch.manual_seed(0)
+    pipe = Mammoth2Pipeline(Mammoth2Model(config))
+    before = _outputs(pipe)
+    pipe.save_pretrained(tmp_path / "saved")
+    shutil.rmtree(tmp_path / "qwen")
+    shutil.rmtree(tmp_path / "tok")
+    (tmp_path / "saved").rename(tmp_path / "moved")
+    loaded = Mammoth2Pipeline.from_pretrained(tmp_path / "moved")
+    after = _outputs(loaded)
+    for a, b in zip(before[:3], after[:3]):
+        assert torch.equal(a, b)
+    assert before[3] == after[3]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import json
 import math
 import pathlib
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,7 @@ from tuskml.plugins.mammoth2.token_sampling import check_sampling_args, guided_l
 
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "text_tokenizer"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -147,12 +149,29 @@ class Mammoth2Pipeline:
             model = Mammoth2Model(config)
         return cls(model, **kwargs)
 
+    def _portable_config(self, d: pathlib.Path) -> Mammoth2Config:
+        """The resolved config, made independent of files outside ``d``: a tokenizer read from a path
+        is written into ``d`` (and referred to relative to it), and a transformers backbone loaded from
+        a folder is described by its config JSON instead (its weights are in model.safetensors)."""
+        config = self.model.config
+        tok_cfg, tok = config.text_tokenizer, self.model.text_tokenizer
+        if getattr(tok_cfg, "path", None) is not None and callable(getattr(tok, "save", None)):
+            tok.save(d / TOKENIZER_DIR)
+            tok_cfg = attrs.evolve(tok_cfg, path=TOKENIZER_DIR)
+        bb_cfg, lm = config.backbone, getattr(self.model.backbone, "lm", None)
+        if getattr(bb_cfg, "model_path", None) is not None and hasattr(getattr(lm, "config", None), "to_json_string"):
+            raw = json.loads(lm.config.to_json_string(use_diff=False))
+            bb_cfg = attrs.evolve(bb_cfg, model_path=None, hf_config_json=json.dumps(raw, sort_keys=True))
+        return attrs.evolve(config, text_tokenizer=tok_cfg, backbone=bb_cfg)
+
     def save_pretrained(self, directory: str | pathlib.Path) -> pathlib.Path:
-        """``config.toml`` (the resolved config) + ``model.safetensors`` (weights with tuskml metadata)."""
+        """``config.toml`` (the resolved config) + ``model.safetensors`` (weights with tuskml metadata),
+        plus ``text_tokenizer/`` when the tokenizer came from a file: the folder is self-contained."""
         d = pathlib.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tuskml.save_config(self.model.config, d / CONFIG_FILE)
-        tuskml.save(self.model, d / WEIGHTS_FILE, config=self.model.config)
+        config = self._portable_config(d)
+        tuskml.save_config(config, d / CONFIG_FILE)
+        tuskml.save(self.model, d / WEIGHTS_FILE, config=config)
         return d
 
     @classmethod
@@ -168,6 +187,9 @@ class Mammoth2Pipeline:
         if not isinstance(config, Mammoth2Config):
             raise CheckpointError(f"{d / CONFIG_FILE} configures model {type(config).__qualname__}, not mammoth2")
         tuskml.read_metadata(d / WEIGHTS_FILE)  # clear error for a truncated file
+        tok_path = getattr(config.text_tokenizer, "path", None)
+        if tok_path is not None and not pathlib.Path(tok_path).is_absolute() and (d / tok_path).exists():
+            config = attrs.evolve(config, text_tokenizer=attrs.evolve(config.text_tokenizer, path=str(d / tok_path)))
         model = Mammoth2Model(config)
         try:
             missing, unexpected = load_model(model, str(d / WEIGHTS_FILE), strict=False)
