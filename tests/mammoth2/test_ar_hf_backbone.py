@@ -117,3 +117,13 @@ def test_bad_configs_and_inputs(tmp_path):
 
 def test_conformance(tmp_path):
     check_component("backbones", "hf-causal-lm", tmp_path)
+
+
+def test_tied_embeddings_survive_resize_and_checkpoint(tmp_path):
+    config = dict(TINY_QWEN3_CONFIG, tie_word_embeddings=True)
+    backbone = tuskml.create("backbone", "hf-causal-lm", hf_config_json=json.dumps(config), text_vocab_size=300).eval()
+    assert backbone.lm.get_output_embeddings().weight is backbone.lm.get_input_embeddings().weight
+    loaded = tuskml.load(tuskml.save(backbone, tmp_path / "hf.safetensors")).eval()
+    ids = torch.tensor([[1, 2, 299, 300, 363]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, backbone(ids).logits)

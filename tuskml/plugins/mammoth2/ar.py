@@ -270,8 +270,11 @@ class Mammoth2AR(nn.Module):
         """Logits (and optionally all hidden states) for ``input_ids [B, T]``.
 
         ``input_ids`` always drive expert routing, even when ``inputs_embeds`` replaces the lookup.
-        A ``past_key_values`` cache is extended in place; with ``use_cache`` and no cache a new one
-        is started and returned.
+        ``attention_mask`` (True = may be attended to) covers the new tokens or cached + new ones.
+        Without ``position_ids``, positions count the unmasked tokens, which is right for left
+        padding; pass them explicitly when the mask also hides real tokens (e.g. a CFG branch that
+        masks the prompt). A ``past_key_values`` cache is extended in place; with ``use_cache`` and
+        no cache a new one is started and returned.
         """
         self._check_ids(input_ids)
         b, t = input_ids.shape
