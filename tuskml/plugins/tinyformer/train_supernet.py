@@ -262,3 +262,60 @@ def train_supernet(space: TinyformerHybridSpace, data: ImageClassificationData, 
         dist.barrier()
     space.eval()
     return TrainingLog(steps=opts.steps, losses=losses, resumed_from=start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``torchrun --nproc_per_node 2 -m tuskml.plugins.tinyformer.train_supernet --out runs/nas``.
+
+    Trains the supernet data-parallel and writes ``OUT/supernet.safetensors``. If ``OUT/supernas.json``
+    exists (written by ``tuskml tinyformer search``), the space SuperNAS chose is trained, so the
+    search then resumes from this checkpoint instead of training again.
+    """
+    import argparse
+
+    import tuskml
+    from tuskml.plugins.tinyformer.arch import restrict
+    from tuskml.plugins.tinyformer.datasets import train_test
+
+    ap = argparse.ArgumentParser(prog="python -m tuskml.plugins.tinyformer.train_supernet")
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--out", default="runs/nas")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--rule", choices=["sandwich", "single-path"], default="sandwich")
+    ap.add_argument("--resolutions", default=None, help="comma-separated, e.g. 16,32")
+    ap.add_argument("--width-mults", default=None, help="comma-separated, e.g. 0.5,1.0")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-every", type=int, default=20)
+    args = ap.parse_args(argv)
+    init_distributed_from_env()
+    overrides: dict[str, Any] = {}
+    if args.resolutions:
+        overrides["resolutions"] = tuple(int(v) for v in args.resolutions.split(","))
+    if args.width_mults:
+        overrides["width_mults"] = tuple(float(v) for v in args.width_mults.split(","))
+    cfg = tuskml.resolve_config("search_spaces", "tinyformer-hybrid", **overrides)[1]
+    train, _ = train_test(args.dataset, **({"resolution": max(cfg.resolutions)} if args.dataset != "cifar10" else {}))
+    cfg = attrs.evolve(cfg, in_channels=train.in_channels, num_classes=train.num_classes)
+    chosen = pathlib.Path(args.out) / "supernas.json"
+    if chosen.is_file():
+        info = json.loads(chosen.read_text())
+        cfg = restrict(cfg, CandidateSpace(float(info["width_mult"]), int(info["resolution"])))
+    torch.manual_seed(args.seed)
+    space = TinyformerHybridSpace(cfg)
+    opts = SupernetTrainingOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, rule=args.rule,
+                                   seed=args.seed, checkpoint=str(pathlib.Path(args.out) / "supernet.safetensors"),
+                                   checkpoint_every=args.checkpoint_every)
+    log = train_supernet(space, train, opts)
+    rank, world = _world()
+    if rank == 0:
+        print(json.dumps({"world_size": world, "steps": log.steps, "resumed_from": log.resumed_from,
+                          "final_loss": log.losses[-1] if log.losses else None}), flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
