@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _models import quantized_models
 from test_ops_graph import build_all_ops_graph
+
 from tuskml.backends.c.codegen import generate_c_project
 from tuskml.backends.sparse_engine.memory_plan import plan_memory
 from tuskml.backends.sparse_engine.reference import run_integer

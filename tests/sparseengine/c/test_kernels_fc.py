@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _numpy_twins import fully_connected
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _numpy_twins import fully_connected
 from tuskml.backends.sparse_engine.fixedpoint import quantize_multipliers
 from tuskml.backends.sparse_engine.sparse_format import BlockRunLengthMatrix
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from _numpy_twins import conv2d, requant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _numpy_twins import conv2d, requant
 from tuskml.backends.sparse_engine import fixedpoint as fp
 from tuskml.backends.sparse_engine.fixedpoint import multiply_by_quantized_multiplier as mbqm
 from tuskml.backends.sparse_engine.fixedpoint import quantize_multiplier, quantize_multipliers

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from _models import quantized_models, sparse_nodes
 
 import tuskml
-from _models import quantized_models, sparse_nodes
 from tuskml.backends.c.codegen import generate_c_project
 from tuskml.backends.c.host import build_project, run_project
 from tuskml.backends.sparse_engine.memory_plan import plan_memory
