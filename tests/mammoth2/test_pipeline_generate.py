@@ -17,6 +17,13 @@ def pipe() -> Mammoth2Pipeline:
     return Mammoth2Pipeline.from_preset("tiny", seed=0)
 
 
+@pytest.fixture(scope="module", params=["mammoth2-ar", "hf-causal-lm"])
+def either_backbone(request, pipe) -> Mammoth2Pipeline:
+    if request.param == "mammoth2-ar":
+        return pipe
+    return Mammoth2Pipeline.from_preset("tiny", seed=0, overrides={"backbone": {"type": "hf-causal-lm"}})
+
+
 def test_generate_a_batch_of_prompts(pipe):
     result = pipe.generate(["a red square", "x"], steps=3, seed=0, return_result=True)
     assert isinstance(result, GenerationResult)
@@ -37,9 +44,10 @@ def test_generate_is_deterministic_for_a_seed(pipe):
 
 
 @pytest.mark.parametrize("guidance", [1.0, 2.5])
-def test_cached_guided_sampling_equals_full_recompute(pipe, guidance):
+def test_cached_guided_sampling_equals_full_recompute(either_backbone, guidance):
     """Greedy tokens from the KV-cached loop equal argmax of CFG logits recomputed without a cache,
     where the unconditional branch sees the prompt masked out; row ends are forced [eol]."""
+    pipe = either_backbone
     model = pipe.model
     lay = model.layout
     prompts = ["a long prompt about red", "hi"]
@@ -67,7 +75,8 @@ def test_cached_guided_sampling_equals_full_recompute(pipe, guidance):
             assert torch.equal(tokens[:, step], expect), f"step {step}"
 
 
-def test_batched_prompts_decode_like_single_prompts(pipe):
+def test_batched_prompts_decode_like_single_prompts(either_backbone):
+    pipe = either_backbone
     kw = dict(steps=2, temperature=0.0, return_result=True)
     both = pipe.generate(["short", "a much longer prompt here"], **kw)
     alone = pipe.generate(["short"], **kw)
