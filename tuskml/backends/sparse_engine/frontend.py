@@ -251,7 +251,7 @@ class _Importer:
         if isinstance(m, nn.AdaptiveAvgPool2d):
             return self.adaptive_avg_pool(x_arg, m.output_size)
         if isinstance(m, nn.Flatten):
-            return self.reshape_to_meta(x_arg)
+            return self.flatten_value(self.value(x_arg), m.start_dim, m.end_dim)
         if isinstance(m, nn.LayerNorm):
             return self.layer_norm(x_arg, m.normalized_shape, m.weight, m.bias, m.eps)
         if isinstance(m, nn.Softmax):
@@ -415,6 +415,23 @@ class _Importer:
         """Lazy ``torch.permute(p)``: no node, only the layout bookkeeping changes."""
         return _Value(v.name, tuple(p.index(q) for q in v.perm))
 
+    def flatten_value(self, v: _Value, start: int, end: int) -> _Value:
+        """``torch.flatten(start, end)``; done in the current layout when those dims are adjacent and
+        in order there (e.g. ``flatten(2)`` of an NHWC image needs no transpose)."""
+        rank = len(v.perm)
+        start, end = start % rank, end % rank
+        pos = [v.perm.index(d) for d in range(start, end + 1)]
+        if pos != list(range(pos[0], pos[0] + len(pos))):
+            t_shape = list(self.shape(self.torch_layout(v)))
+            return self.reshape_value(v, (*t_shape[:start], math.prod(t_shape[start:end + 1]), *t_shape[end + 1:]))
+        shape = list(self.shape(v.name))
+        ir_shape = (*shape[:pos[0]], math.prod(shape[pos[0]:pos[-1] + 1]), *shape[pos[-1] + 1:])
+        renumber = lambda d: d if d < start else (start if d <= end else d - (end - start))
+        perm = tuple(renumber(d) for i, d in enumerate(v.perm) if i not in pos[1:])
+        if tuple(ir_shape) == tuple(shape):
+            return _Value(v.name, perm)
+        return _Value(self.emit("reshape", [v.name], ir_shape, {"shape": ir_shape}), perm)
+
     def reshape_value(self, v: _Value, shape: tuple[int, ...]) -> _Value:
         x = self.torch_layout(v)
         if tuple(shape) == self.shape(x):
@@ -566,7 +583,9 @@ class _Importer:
         if f in _ACTIVATION_FUNCTIONS:
             return self.activation(args[0], _ACTIVATION_FUNCTIONS[f])
         if f in (torch.flatten,):
-            return self.reshape_to_meta(args[0])
+            a = list(args) + [None, None]
+            return self.flatten_value(self.value(args[0]), a[1] if a[1] is not None else fx_node.kwargs.get("start_dim", 0),
+                                      a[2] if a[2] is not None else fx_node.kwargs.get("end_dim", -1))
         if f in (torch.reshape,):
             return self.reshape_value(self.value(args[0]), _shape_of(fx_node))
         if f in (torch.cat, torch.concat):
@@ -665,7 +684,11 @@ class _Importer:
         if method == "size":
             shape = torch.Size(_shape_of(args[0]))
             return shape if len(args) < 2 else shape[args[1]]
-        if method in ("view", "reshape", "flatten"):
+        if method == "flatten":
+            a = list(args) + [None, None]
+            return self.flatten_value(self.value(args[0]), a[1] if a[1] is not None else fx_node.kwargs.get("start_dim", 0),
+                                      a[2] if a[2] is not None else fx_node.kwargs.get("end_dim", -1))
+        if method in ("view", "reshape"):
             return self.reshape_value(self.value(args[0]), _shape_of(fx_node))
         if method == "permute":
             dims = args[1:] if not isinstance(args[1], (tuple, list)) else args[1]
@@ -700,7 +723,7 @@ def import_torch(model: nn.Module, example_input: torch.Tensor, *, name: str | N
     if not isinstance(example_input, torch.Tensor):
         raise FrontendError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
     model = model.eval()
-    if type(model).__module__.startswith("torch.nn."):
+    if type(model).__module__.startswith("torch.nn.") and not list(model.children()):
         model = nn.Sequential(model)  # fx would trace a bare nn.Linear into F.linear on raw parameters
     try:
         gm = torch.fx.symbolic_trace(model)
