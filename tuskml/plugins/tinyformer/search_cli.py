@@ -43,6 +43,8 @@ def add_search_command(cli: click.Group) -> None:
     @click.option("--finetune-steps", type=click.IntRange(0), default=100, show_default=True)
     @click.option("--device-samples", type=click.IntRange(0), default=0, show_default=True,
                   help="test images run on the emulated device (0 = all)")
+    @click.option("--device-chunk", type=click.IntRange(1), default=32, show_default=True,
+                  help="test images compiled into the firmware per emulator run")
     @click.option("--no-deploy", is_flag=True, help="skip building and emulating the final model")
     @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
                   help="processes for candidate evaluation")
@@ -81,7 +83,7 @@ def add_search_command(cli: click.Group) -> None:
             dataset_overrides=data, supernas_samples=o["supernas_samples"], supernet_steps=o["supernet_steps"],
             batch_size=o["batch_size"], lr=o["lr"], rule=o["rule"], population=o["population"],
             generations=o["generations"], compare_random=o["compare_random"], finetune_steps=o["finetune_steps"],
-            device_samples=o["device_samples"], deploy=not o["no_deploy"], workers=o["workers"], seed=o["seed"],
+            device_samples=o["device_samples"], device_chunk=o["device_chunk"], deploy=not o["no_deploy"], workers=o["workers"], seed=o["seed"],
             progress=not o["quiet"])
         result = run_search(opts)
         keys = ("space", "arch_summary", "float_accuracy", "device_accuracy", "bit_exact", "flash_bytes", "sram_bytes",
