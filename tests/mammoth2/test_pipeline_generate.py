@@ -30,6 +30,7 @@ def test_generate_a_batch_of_prompts(pipe):
     assert [im.size for im in result.images] == [(32, 32)] * 2 and result.images[0].mode == "RGB"
     assert result.pixels.shape == (2, 3, 32, 32) and result.pixels.abs().max() <= 1
     assert result.visual_codes.shape == (2, 8, 8)
+    assert result.plan_pixels.shape == (2, 3, 32, 32)  # the AR plan through the VQ decoder
     assert 0 <= int(result.visual_codes.min()) and int(result.visual_codes.max()) < 256
     assert len(pipe.generate("one prompt", steps=2)) == 1
 

@@ -111,6 +111,7 @@ class GenerationResult:
     images: list[Any]  # PIL
     pixels: torch.Tensor  # Float[B, 3, H, W] in [-1, 1]
     visual_codes: torch.Tensor  # Long[B, h, w] sampled by the AR stage
+    plan_pixels: torch.Tensor  # Float[B, 3, H, W]: the AR plan decoded by the VQ decoder (for inspection)
 
 
 class Mammoth2Pipeline:
@@ -381,7 +382,9 @@ class Mammoth2Pipeline:
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         images = to_pil(pixels)
         if return_result:
-            return GenerationResult(images, pixels, model.layout.codes_from_generated(generated))
+            codes = model.layout.codes_from_generated(generated)
+            plan = model.visual_tokenizer.decode(codes).float().clamp(-1, 1)
+            return GenerationResult(images, pixels, codes, plan)
         return images
 
     @torch.no_grad()
