@@ -151,3 +151,14 @@ def test_small_preset_builds_consistently_and_runs_a_forward():
     with torch.no_grad():
         out = model(**batch)
     assert torch.isfinite(out.loss) and out.fm_loss > 0
+
+
+def test_training_forward_under_bf16_autocast(tiny):
+    tiny.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiny(**tiny.example_inputs())
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in tiny.backbone.parameters() if p.grad is not None)
+    tiny.zero_grad(set_to_none=True)
+    tiny.eval()
