@@ -56,9 +56,7 @@ def test_rope_is_relative():
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
 
     def score(pq, pk):
-        cq, sq = rope(torch.tensor([[pq]]))
-        ck, sk = rope(torch.tensor([[pk]]))
-        return (apply_rotary(q, cq, sq) * apply_rotary(k, ck, sk)).sum()
+        return (apply_rotary(q, rope(torch.tensor([[pq]]))) * apply_rotary(k, rope(torch.tensor([[pk]])))).sum()
 
     assert torch.allclose(score([3, 1, 2], [1, 0, 5]), score([10, 4, 9], [8, 3, 12]), atol=1e-5)
     assert not torch.allclose(score([3, 1, 2], [1, 0, 5]), score([3, 1, 2], [1, 1, 5]), atol=1e-4)
@@ -85,11 +83,11 @@ def test_one_in_context_sequence_with_expected_layout():
     cond = torch.randn(2, 5, 32)
     cond_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
     dit(torch.randn(2, 3, 8, 8), torch.rand(2), cond, cond_mask, [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 4)])
-    seq, sdpa_mask, (cos, _sin), _temb = seen[0]
+    seq, sdpa_mask, rotations, _temb = seen[0]
     assert seq.shape == (2, 5 + 4 + 8 + 16, 32)
     assert sdpa_mask.shape == (2, 1, 1, 33)
     assert sdpa_mask[1, 0, 0].tolist() == [True] * 3 + [False] * 2 + [True] * 28
-    assert cos.shape == (2, 33, 8)
+    assert rotations.shape == (2, 33, 8) and rotations.is_complex()
     cond_ids, target_ids, ref_ids = rope_inputs  # computed in this order: condition, target, references
     assert cond_ids.shape == (2, 5, 3) and target_ids.shape == (2, 16, 3) and ref_ids.shape == (2, 12, 3)
     # sample 1: 3 real text tokens -> ref_0 at 3, ref_1 at 3 + 2, target at 3 + 2 + max(4, 2)

@@ -28,7 +28,7 @@ from torch import nn
 from tuskml.plugins.mammoth2.configs_gen import GenerationInputError, Mammoth2DiTConfig
 from tuskml.plugins.mammoth2.rope3d import RotaryEmbedding3D, apply_rotary, sequence_position_ids
 
-Rope = tuple[torch.Tensor, torch.Tensor]
+Rope = torch.Tensor  # complex rotations [B, S, head_dim / 2], see rope3d
 
 
 # --- building blocks (also used by the aligner) -------------------------------------------------------
@@ -98,7 +98,7 @@ class Attention(nn.Module):
         v = self.to_v(source).view(batch, source.shape[1], self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = self.norm_q(q), self.norm_k(k)
         if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=sdpa_mask, enable_gqa=self.num_kv_heads != self.num_heads
         )
@@ -295,7 +295,7 @@ class Mammoth2DiT(nn.Module):
 
         # one sequence, full bidirectional attention, padded condition keys masked
         seq = torch.cat(segments, dim=1)
-        rope = (torch.cat([r[0] for r in ropes], dim=1), torch.cat([r[1] for r in ropes], dim=1))
+        rope = torch.cat(ropes, dim=1)
         key_mask = torch.cat([cond_mask, cond_mask.new_ones(batch, seq.shape[1] - cond.shape[1])], dim=1)
         joint_mask = None if bool(cond_mask.all()) else attention_mask_for_sdpa(key_mask)
         for block in self.blocks:
