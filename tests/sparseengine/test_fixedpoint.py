@@ -1,11 +1,12 @@
 """fixedpoint.py is the integer specification: check it against exact rational arithmetic."""
 
-from fractions import Fraction
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tuskml.backends.sparse_engine import fixedpoint as fp
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from _engine_helpers import float_graph_matches_torch
 from torch import nn
 
-from _engine_helpers import float_graph_matches_torch
 from tuskml.backends.sparse_engine.example_models import tiny_cnn, tiny_mobilevit
 from tuskml.backends.sparse_engine.frontend import FrontendError, UnsupportedOpError, import_torch
 

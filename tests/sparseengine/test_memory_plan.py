@@ -3,7 +3,8 @@ by interval geometry, and by executing the graph inside one simulated arena."""
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tuskml.backends.sparse_engine import fixedpoint as fp
 from tuskml.backends.sparse_engine.example_models import tiny_cnn, tiny_mobilevit

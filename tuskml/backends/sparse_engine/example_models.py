@@ -46,7 +46,7 @@ class TinyCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.conv2(self.stem(x)))
-        x = self.pw(self.dw(x)) 
+        x = self.pw(self.dw(x))
         x = self.gap(self.avg(x))
         return self.fc(torch.flatten(x, 1))
 

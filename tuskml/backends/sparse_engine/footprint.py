@@ -65,13 +65,13 @@ class Footprint:
     layers: list[LayerFootprint]
 
     def largest_flash_layers(self, n: int = 3) -> list[LayerFootprint]:
-        return sorted(self.layers, key=lambda l: -l.flash_bytes)[:n]
+        return sorted(self.layers, key=lambda layer: -layer.flash_bytes)[:n]
 
     def check(self, *, flash_limit: int, sram_limit: int, plan: MemoryPlan | None = None) -> str | None:
         """None if it fits; else a message naming the largest layers/tensors and the bytes over."""
         problems = []
         if self.flash_bytes > flash_limit:
-            top = ", ".join(f"{l.module_path or l.node} ({l.op}, {l.flash_bytes} B)" for l in self.largest_flash_layers())
+            top = ", ".join(f"{lay.module_path or lay.node} ({lay.op}, {lay.flash_bytes} B)" for lay in self.largest_flash_layers())
             problems.append(f"flash {self.flash_bytes} B exceeds {flash_limit} B by {self.flash_bytes - flash_limit} B; "
                             f"largest layers: {top}")
         if self.sram_bytes > sram_limit:
@@ -114,7 +114,6 @@ def layer_footprint(graph: Graph, node: Node) -> LayerFootprint:
             weight_bytes = BlockRunLengthMatrix.encode(
                 np.asarray(w.data).reshape(w.shape[0], -1).astype(np.int8), block).nbytes
         bias_bytes = 4 * graph.tensors[node.inputs[2]].size
-    kernel = node.op + ("_sparse" if block else "")
     return LayerFootprint(node=node.name, op=node.op, module_path=node.module_path, sparse=bool(block), block=block,
                           weight_bytes=weight_bytes, dense_weight_bytes=dense_bytes, bias_bytes=bias_bytes,
                           param_bytes=_param_bytes(graph, node),
@@ -125,8 +124,8 @@ def layer_footprint(graph: Graph, node: Node) -> LayerFootprint:
 def compute_footprint(graph: Graph, plan: MemoryPlan, *, stack_bytes: int = STACK_BYTES) -> Footprint:
     """Flash/SRAM of the integer ``graph`` laid out by ``plan``."""
     layers = [layer_footprint(graph, node) for node in graph.nodes]
-    kernels = {l.op + ("_sparse" if l.sparse else "") for l in layers}
+    kernels = {lay.op + ("_sparse" if lay.sparse else "") for lay in layers}
     code = CODE_BYTES_RUNTIME + sum(CODE_BYTES_PER_KERNEL.get(k, 300) for k in kernels)
-    flash = code + sum(l.flash_bytes for l in layers)
+    flash = code + sum(lay.flash_bytes for lay in layers)
     return Footprint(flash_bytes=int(flash), sram_bytes=int(plan.arena_bytes + stack_bytes), arena_bytes=plan.arena_bytes,
-                     stack_bytes=stack_bytes, code_bytes=int(code + sum(l.code_bytes for l in layers)), layers=layers)
+                     stack_bytes=stack_bytes, code_bytes=int(code + sum(lay.code_bytes for lay in layers)), layers=layers)

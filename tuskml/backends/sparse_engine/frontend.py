@@ -365,14 +365,6 @@ class _Importer:
         n, h, w, c = self.shape(x)
         return _Value(self.emit("mean", [x], (n, 1, 1, c), {"axes": (1, 2), "keepdims": True}), NHWC)
 
-    def reshape_to_meta(self, x_arg: Any) -> _Value:
-        v = self.value(x_arg)
-        x = self.torch_layout(v)
-        shape = _shape_of(self.fx_node)
-        if shape == self.shape(x):
-            return _Value(x, _identity(len(shape)))
-        return _Value(self.emit("reshape", [x], shape, {"shape": shape}), _identity(len(shape)))
-
     def last_axis_layout(self, v: _Value, dim: int, what: str) -> tuple[str, tuple[int, ...]]:
         rank = len(v.perm)
         dim = dim % rank
@@ -467,7 +459,7 @@ class _Importer:
         b = m.in_proj_bias.detach().numpy() if m.in_proj_bias is not None else np.zeros(3 * e, np.float32)
         parts = []
         self.path_suffix = ".in_proj"  # the pruning utilities name the packed q/k/v matrix so
-        for i, tag in enumerate("qkv"):
+        for i in range(3):  # q, k, v
             proj = self.linear(x, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e])
             split = self.reshape_value(proj, (n, t, heads, d))
             parts.append(self.transpose_value(split, (0, 2, 1, 3)))  # [N, heads, T, d]

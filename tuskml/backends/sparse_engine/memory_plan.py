@@ -180,7 +180,7 @@ def plan_memory(graph: Graph, *, alignment: int = 8, inplace_elementwise: bool =
     for g in order:
         first, last = group_life[g]
         size = group_size[g]
-        conflicts = sorted((o, e) for o, e, f, l in placed if not (l < first or last < f))
+        conflicts = sorted((o, e) for o, e, f, end in placed if not (end < first or last < f))
         offset = 0
         for o, e in conflicts:
             if offset + size <= o:
@@ -196,7 +196,7 @@ def plan_memory(graph: Graph, *, alignment: int = 8, inplace_elementwise: bool =
     # peak: the step whose live groups take the most bytes
     peak_bytes, peak_step, peak_groups = -1, 0, []
     for step in range(len(graph.nodes) + 1):
-        live = [g for g, (f, l) in group_life.items() if f <= step <= l]
+        live = [g for g, (f, end) in group_life.items() if f <= step <= end]
         total = sum(group_size[g] for g in live)
         if total > peak_bytes:
             peak_bytes, peak_step, peak_groups = total, step, live

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuskml.backends.sparse_engine.cost_model import DEFAULT_COST_MODEL, CostModel, LayerCost, choose_formats, graph_cost
+from tuskml.backends.sparse_engine.cost_model import (
+    DEFAULT_COST_MODEL,
+    CostModel,
+    LayerCost,
+    choose_formats,
+    graph_cost,
+)
 from tuskml.backends.sparse_engine.footprint import Footprint, compute_footprint
 from tuskml.backends.sparse_engine.frontend import import_torch
 from tuskml.backends.sparse_engine.ir import Graph
