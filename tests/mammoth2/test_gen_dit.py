@@ -219,6 +219,17 @@ def test_gqa_and_larger_config_build():
     assert out.shape == (1, 4, 8, 8)
 
 
+def test_bf16_autocast_matches_float32_loosely():
+    dit = randomize_(small_dit(), std=0.1).eval()
+    inputs = dit.example_inputs()
+    with torch.no_grad():
+        full = dit(*inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = dit(*inputs)
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+    assert (half.float() - full).abs().mean() < 0.05 * full.abs().mean() + 1e-3
+
+
 def test_randomised_dit_round_trips_through_a_checkpoint(tmp_path):
     """A fresh DiT outputs zeros (zero-initialised gates), so the conformance output check is weak: redo it here."""
     dit = randomize_(small_dit()).eval()

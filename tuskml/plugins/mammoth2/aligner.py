@@ -27,7 +27,7 @@ from tuskml.plugins.mammoth2.configs_gen import (
     LastLayerAlignerConfig,
     Mammoth2AlignerConfig,
 )
-from tuskml.plugins.mammoth2.dit import Attention, SwiGLU, attention_mask_for_sdpa, swiglu_hidden_size
+from tuskml.plugins.mammoth2.dit import Attention, RMSNorm, SwiGLU, attention_mask_for_sdpa, swiglu_hidden_size
 
 
 def pack_by_mask(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,12 +69,12 @@ class QFormerLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, ffn_hidden: int, eps: float):
         super().__init__()
-        self.self_norm = nn.RMSNorm(dim, eps=eps)
+        self.self_norm = RMSNorm(dim, eps=eps)
         self.self_attn = Attention(dim, heads, eps=eps)
-        self.cross_norm = nn.RMSNorm(dim, eps=eps)
-        self.context_norm = nn.RMSNorm(dim, eps=eps)
+        self.cross_norm = RMSNorm(dim, eps=eps)
+        self.context_norm = RMSNorm(dim, eps=eps)
         self.cross_attn = Attention(dim, heads, eps=eps)
-        self.ffn_norm = nn.RMSNorm(dim, eps=eps)
+        self.ffn_norm = RMSNorm(dim, eps=eps)
         self.ffn = SwiGLU(dim, ffn_hidden)
 
     def forward(self, queries: torch.Tensor, context: torch.Tensor, context_sdpa_mask: torch.Tensor | None,
@@ -91,9 +91,9 @@ class RefinerBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ffn_hidden: int, eps: float):
         super().__init__()
-        self.attn_norm = nn.RMSNorm(dim, eps=eps)
+        self.attn_norm = RMSNorm(dim, eps=eps)
         self.attn = Attention(dim, heads, eps=eps)
-        self.ffn_norm = nn.RMSNorm(dim, eps=eps)
+        self.ffn_norm = RMSNorm(dim, eps=eps)
         self.ffn = SwiGLU(dim, ffn_hidden)
 
     def forward(self, x: torch.Tensor, sdpa_mask: torch.Tensor | None) -> torch.Tensor:
@@ -111,14 +111,14 @@ class Mammoth2Aligner(nn.Module):
         self.in_dim, self.out_dim = config.in_dim, config.out_dim
         qdim = config.qformer_dim or config.out_dim
         eps = config.norm_eps
-        self.caption_embedder = nn.Sequential(nn.RMSNorm(config.in_dim, eps=eps), nn.Linear(config.in_dim, config.out_dim))
-        self.visual_in = nn.Sequential(nn.RMSNorm(config.in_dim, eps=eps), nn.Linear(config.in_dim, qdim))
+        self.caption_embedder = nn.Sequential(RMSNorm(config.in_dim, eps=eps), nn.Linear(config.in_dim, config.out_dim))
+        self.visual_in = nn.Sequential(RMSNorm(config.in_dim, eps=eps), nn.Linear(config.in_dim, qdim))
         self.queries = nn.Parameter(torch.randn(config.num_queries, qdim) * 0.02)
         self.qformer = nn.ModuleList(
             QFormerLayer(qdim, config.qformer_heads, swiglu_hidden_size(qdim, 8, config.ffn_mult), eps)
             for _ in range(config.qformer_depth)
         )
-        self.qformer_out = nn.Sequential(nn.RMSNorm(qdim, eps=eps), nn.Linear(qdim, config.out_dim))
+        self.qformer_out = nn.Sequential(RMSNorm(qdim, eps=eps), nn.Linear(qdim, config.out_dim))
         self.refiner = nn.ModuleList(
             RefinerBlock(config.out_dim, config.refiner_heads, swiglu_hidden_size(config.out_dim, 8, config.ffn_mult), eps)
             for _ in range(config.refiner_depth)

@@ -53,6 +53,15 @@ class SwiGLU(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm whose gain follows the input dtype, so bf16 autocast keeps the fused kernel
+    (a float32 gain on a bf16 input makes torch fall back to the unfused path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(x.dtype) if self.weight is not None else None
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
 def attention_mask_for_sdpa(key_mask: torch.Tensor | None) -> torch.Tensor | None:
     """Bool[B, S] (True = real key) -> a broadcastable SDPA mask, or None when nothing is masked.
 
@@ -86,8 +95,8 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(kv_in, num_kv_heads * self.head_dim, bias=False)
         self.to_v = nn.Linear(kv_in, num_kv_heads * self.head_dim, bias=False)
         self.to_out = nn.Linear(num_heads * self.head_dim, dim, bias=False)
-        self.norm_q = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_q = RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, sdpa_mask: torch.Tensor | None = None, rope: Rope | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,12 +148,12 @@ class DiTBlock(nn.Module):
                  temb_dim: int, eps: float):
         super().__init__()
         self.modulated = modulated
-        self.attn_norm_in = nn.RMSNorm(dim, eps=eps)
+        self.attn_norm_in = RMSNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, num_kv_heads, eps=eps)
-        self.attn_norm_out = nn.RMSNorm(dim, eps=eps)
-        self.ffn_norm_in = nn.RMSNorm(dim, eps=eps)
+        self.attn_norm_out = RMSNorm(dim, eps=eps)
+        self.ffn_norm_in = RMSNorm(dim, eps=eps)
         self.ffn = SwiGLU(dim, ffn_hidden)
-        self.ffn_norm_out = nn.RMSNorm(dim, eps=eps)
+        self.ffn_norm_out = RMSNorm(dim, eps=eps)
         if modulated:
             self.modulation = nn.Linear(temb_dim, 4 * dim)
             nn.init.zeros_(self.modulation.weight)
@@ -212,7 +221,7 @@ class Mammoth2DiT(nn.Module):
                             temb_dim=temb_dim, eps=config.norm_eps)
 
         self.t_embedder = TimestepEmbedder(temb_dim, scale=config.timestep_scale)
-        self.cond_embedder = nn.Sequential(nn.RMSNorm(self.cond_dim, eps=config.norm_eps), nn.Linear(self.cond_dim, dim))
+        self.cond_embedder = nn.Sequential(RMSNorm(self.cond_dim, eps=config.norm_eps), nn.Linear(self.cond_dim, dim))
         self.x_embedder = nn.Linear(p * p * config.in_channels, dim)
         self.ref_embedder = nn.Linear(p * p * config.in_channels, dim)
         self.ref_index_embedding = nn.Parameter(torch.randn(max(config.max_ref_images, 1), dim) * 0.02)
