@@ -159,11 +159,12 @@ def test_guidance_errors():
         guided_velocity(FakeDecoder(), **_conds(), guidance_scale=2.0, cfg_range=(0.8, 0.2))
 
 
-def test_sample_with_guidance_runs_a_real_dit():
+@pytest.mark.parametrize("decoder", ["mammoth2-dit", "lumina2"])
+def test_sample_with_guidance_runs_either_decoder(decoder):
     import tuskml
 
     torch.manual_seed(0)
-    dit = tuskml.create("decoder", "mammoth2-dit").eval()
+    dit = tuskml.create("decoder", decoder).eval()
     x_t, _, cond, cond_mask, refs = dit.example_inputs()
     kwargs = dict(cond=cond, cond_mask=cond_mask, uncond=torch.zeros(1, 1, 32),
                   uncond_mask=torch.ones(1, 1, dtype=torch.bool), ref_latents=refs, steps=3,
