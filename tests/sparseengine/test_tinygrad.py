@@ -76,3 +76,18 @@ def test_whole_cnn_matches_reference():
     graph = quantize_model(TinyCNN(width=4).eval(), x)
     xq = quantize_input(graph, x[:2])
     assert np.array_equal(run_tinygrad(graph, xq), run_integer(graph, xq)[graph.outputs[0]])
+
+
+def test_registered_tinygrad_backend_runs_a_graph():
+    import tuskml
+    from tuskml.backends.sparse_engine.backend_api import BackendRun
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8) * 2
+    graph = quantize_model(nn.GELU(), x)
+    xq = quantize_input(graph, x)
+    result = tuskml.create("engine_backend", "tinygrad", device="PYTHON").run(graph, xq)
+    assert isinstance(result, BackendRun) and result.instructions is None
+    assert np.array_equal(result.outputs, run_integer(graph, xq)[graph.outputs[0]])
+    with pytest.raises(ExecutionError, match="unknown keyword"):
+        tuskml.create("engine_backend", "tinygrad").run(graph, xq, plan=None)

@@ -86,9 +86,9 @@ Ops (attributes and integer semantics)
     ``shift``. ``acc = sum over the reduced axes of (x - x_zp)``;
     ``y = clamp(MBQM(acc, multiplier, shift) + y_zp)`` (multiplier includes ``1/count``).
 ``layer_norm`` inputs ``[x]`` -> ``[y]`` over the last axis of length ``C`` (integer-only)
-    Attributes: ``eps_q`` (int >= 0, epsilon in units of ``x_scale**2``), ``requant_multiplier``,
+    Attributes: ``eps_q`` (int in [0, 131071], epsilon in units of ``x_scale**2``), ``requant_multiplier``,
     ``requant_shift`` (int32 ``[C]``, real value ``gamma[c] / (y_scale * 2**11)``), ``beta_q``
-    (int32 ``[C]``, ``round(beta[c] / y_scale)``). For each row::
+    (int32 ``[C]``, ``round(beta[c] / y_scale)`` clipped to +-2**20). For each row::
 
         d[i]  = x[i] - x_zp
         mean  = div_round(sum_i d[i], C)

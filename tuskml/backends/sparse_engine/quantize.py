@@ -119,8 +119,9 @@ class _Quantizer:
         self.q.add_node(Node(name=node.name, op=op, inputs=inputs, outputs=list(node.outputs), attrs=attrs,
                              module_path=node.module_path))
 
-    def check_accumulator(self, node: Node, k: int, input_range: int = 255, weight_range: int = 127) -> None:
-        if k * input_range * weight_range >= 2 ** 31:
+    def check_accumulator(self, node: Node, k: int, input_range: int = 255, weight_range: int = 127,
+                          bias: int = 0) -> None:
+        if k * input_range * weight_range + bias >= 2 ** 31:
             raise QuantizationError(f"layer {node.module_path!r}: reduction length {k} could overflow the int32 accumulator")
 
     def node(self, node: Node) -> None:
@@ -148,11 +149,11 @@ class _Quantizer:
             axis = 0 if op != "depthwise_conv2d" else 2
             wq, ws = quantize_weights_per_channel(wf.data, axis)
             k = int(np.prod(wf.shape)) // wf.shape[axis]
-            self.check_accumulator(node, k)
             bias_scale = x.scale * ws
             bq = np.floor(bf.data.astype(np.float64) / bias_scale + 0.5)
             if np.abs(bq).max(initial=0) >= 2 ** 30:
                 raise QuantizationError(f"layer {node.module_path!r}: bias too large for int32 at scale {x.scale}*w_scale")
+            self.check_accumulator(node, k, bias=int(np.abs(bq).max(initial=0)))
             w_t = self.q.add_tensor(Tensor(name=wf.name, shape=wf.shape, dtype="int8", scale=ws, zero_point=0, data=wq))
             b_t = self.q.add_tensor(Tensor(name=bf.name, shape=bf.shape, dtype="int32", scale=bias_scale, zero_point=0,
                                            data=bq.astype(np.int32)))
@@ -209,7 +210,7 @@ class _Quantizer:
             mult, shift = fp.quantize_multipliers(gamma / (y.scale * (1 << fp.LAYER_NORM_Z_BITS)))
             beta_q = np.floor(beta / y.scale + 0.5)
             self.emit(node, "layer_norm", [x.name], {
-                "eps_q": int(np.floor(a["eps"] / x.scale ** 2 + 0.5)), "requant_multiplier": mult,
+                "eps_q": int(min(np.floor(a["eps"] / x.scale ** 2 + 0.5), 131071)), "requant_multiplier": mult,
                 "requant_shift": shift, "beta_q": np.clip(beta_q, -(2 ** 20), 2 ** 20).astype(np.int32)})
         elif op == "batch_matmul":
             xa, xb = ins
