@@ -118,7 +118,7 @@ Ops (attributes and integer semantics)
     Each input slice is ``clamp(MBQM(x_i - zp_i, multipliers[i], shifts[i]) + y_zp)``
     (``(2**30, 1)`` is the exact identity).
 ``transpose`` inputs ``[x]`` -> ``[y]``: attribute ``perm`` (tuple); ``y = x.transpose(perm)``,
-    same quantisation parameters.
+    same quantisation parameters. Rank up to 6 (patch unfold/fold of MobileViT blocks uses 6-D).
 ``reshape`` inputs ``[x]`` -> ``[y]``: attribute ``shape`` (tuple, no -1); a row-major reinterpretation
     (no data change), same quantisation parameters.
 
