@@ -52,3 +52,23 @@ def test_quantized_real_multipliers_round_trip(kernels):
         m, s = fp.quantize_multiplier(float(real))
         for x in rng.integers(-(2**20), 2**20, size=5):
             assert mbqm(x, m, s) == int(fp.multiply_by_quantized_multiplier(int(x), m, s))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n=st.integers(1, 40))
+def test_requant_row_matches_spec(kernels, data, n):
+    """tk_requant_row_s8 (one folded 64-bit rounding on the usual path) equals MBQM + zp + clamp."""
+    accs = np.array(data.draw(st.lists(st.one_of(INT32, EDGES, st.integers(-(2**16), 2**16)), min_size=n,
+                                       max_size=n)), dtype=np.int32)
+    mults = np.array(data.draw(st.lists(st.one_of(st.integers(2**30, 2**31 - 1), st.integers(-(2**31) + 1, -(2**30)),
+                                                  EDGES), min_size=n, max_size=n)), dtype=np.int32)
+    shifts = np.array(data.draw(st.lists(st.integers(-31, 30), min_size=n, max_size=n)), dtype=np.int32)
+    zp = data.draw(st.integers(-128, 127))
+    lo = data.draw(st.integers(-128, 0))
+    out = np.zeros(n, np.int8)
+    P = C.POINTER
+    kernels.lib.tk_requant_row_s8(accs.ctypes.data_as(P(C.c_int32)), C.c_int32(n), mults.ctypes.data_as(P(C.c_int32)),
+                                  shifts.ctypes.data_as(P(C.c_int32)), C.c_int32(zp), C.c_int32(lo), C.c_int32(127),
+                                  out.ctypes.data_as(P(C.c_int8)))
+    expected = np.clip(fp.multiply_by_quantized_multiplier(accs, mults, shifts) + zp, lo, 127).astype(np.int8)
+    np.testing.assert_array_equal(out, expected)

@@ -247,6 +247,12 @@ def _brl_arrays(em: _Emitter, prefix: str, matrix: np.ndarray, block: int) -> tu
     return fields, brl
 
 
+def _fc_scratch_bytes(k: int, out_c: int, rows: int) -> int:
+    """Mirror of tk_fc_scratch_bytes: widened input rows (two when rows come in pairs) + int32 accs."""
+    copies = 2 if rows >= 2 else 1
+    return copies * ((k + 3) // 4 * 8 + 4 * out_c)
+
+
 def _lower_conv_like(em: _Emitter, node: Any, idx: int, in_place: bool) -> tuple[list[str], str, bool]:
     g = em.graph
     x, w, b = (g.tensors[n] for n in node.inputs[:3])
@@ -280,14 +286,14 @@ def _lower_conv_like(em: _Emitter, node: Any, idx: int, in_place: bool) -> tuple
         if block > 0:
             brl_fields, brl = _brl_arrays(em, prefix, matrix, block)
             fields.update(brl_fields)
-            em.need_scratch((brl.padded_cols + 3) // 4 * 8 + 4 * out_c if (em.use_dsp and block % 4 == 0) else 0)
+            em.need_scratch(_fc_scratch_bytes(brl.padded_cols, out_c, rows) if (em.use_dsp and block % 4 == 0) else 0)
             em.const_struct("tk_fc_params", f"{prefix}_params", fields)
             return [f"tk_fc_s8_brl(&{prefix}_params, {xp}, {yp}, tk_scratch, {dsp});"], "tk_fc_s8_brl", True
         fields["weights"] = em.const_array(f"{prefix}_weights", "int8_t", matrix)
         fields.update({"block": 0, "row_nnzb": "0", "runs": "0", "values": "0"})
         em.const_struct("tk_fc_params", f"{prefix}_params", fields)
         if em.use_dsp:
-            em.need_scratch((k + 3) // 4 * 8 + 4 * out_c)
+            em.need_scratch(_fc_scratch_bytes(k, out_c, rows))
             return [f"tk_fc_s8_dsp(&{prefix}_params, {xp}, {yp}, tk_scratch);"], "tk_fc_s8_dsp", False
         return [f"tk_fc_s8_portable(&{prefix}_params, {xp}, {yp});"], "tk_fc_s8_portable", False
 

@@ -13,7 +13,7 @@ void tk_concat_s8(const tk_concat_params* p, const int8_t* const* inputs, int8_t
                 tk_memcpy(out, src, (uint32_t)inner); /* (2^30, 1) is the exact identity */
             } else {
                 for (int32_t j = 0; j < inner; ++j) {
-                    out[j] = (int8_t)tk_clamp(tk_mbqm((int32_t)src[j] - zp, mult, sh) + p->out_zp, -128, 127);
+                    out[j] = tk_offset_clamp_s8(tk_mbqm((int32_t)src[j] - zp, mult, sh), p->out_zp, -128, 127);
                 }
             }
             out += inner;

@@ -5,13 +5,12 @@
 static inline int8_t add_one(const tk_binary_params* p, int32_t a, int32_t b) {
     const int32_t sa = tk_mbqm((a - p->a_zp) * (1 << p->left_shift), p->a_multiplier, p->a_shift);
     const int32_t sb = tk_mbqm((b - p->b_zp) * (1 << p->left_shift), p->b_multiplier, p->b_shift);
-    const int32_t y = tk_mbqm(sa + sb, p->out_multiplier, p->out_shift) + p->out_zp;
-    return (int8_t)tk_clamp(y, p->act_min, p->act_max);
+    return tk_offset_clamp_s8(tk_mbqm(sa + sb, p->out_multiplier, p->out_shift), p->out_zp, p->act_min, p->act_max);
 }
 
 static inline int8_t mul_one(const tk_binary_params* p, int32_t a, int32_t b) {
-    const int32_t y = tk_mbqm((a - p->a_zp) * (b - p->b_zp), p->out_multiplier, p->out_shift) + p->out_zp;
-    return (int8_t)tk_clamp(y, p->act_min, p->act_max);
+    const int32_t y = tk_mbqm((a - p->a_zp) * (b - p->b_zp), p->out_multiplier, p->out_shift);
+    return tk_offset_clamp_s8(y, p->out_zp, p->act_min, p->act_max);
 }
 
 /* Iterate the 6-d output index; the innermost loop is the hot one. */
@@ -43,7 +42,7 @@ void tk_mul_s8(const tk_binary_params* p, const int8_t* a, const int8_t* b, int8
 void tk_requantize_s8(const int8_t* in, int8_t* out, int32_t n, int32_t in_zp, int32_t out_zp, int32_t multiplier,
                       int32_t shift) {
     for (int32_t i = 0; i < n; ++i) {
-        out[i] = (int8_t)tk_clamp(tk_mbqm((int32_t)in[i] - in_zp, multiplier, shift) + out_zp, -128, 127);
+        out[i] = tk_offset_clamp_s8(tk_mbqm((int32_t)in[i] - in_zp, multiplier, shift), out_zp, -128, 127);
     }
 }
 

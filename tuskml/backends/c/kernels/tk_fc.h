@@ -32,18 +32,20 @@ typedef struct {
     const int8_t* values;       /* [nnzb * B] stored blocks, row-major */
 } tk_fc_params;
 
-/* Scratch bytes the DSP / BRL paths need: one widened input row plus one row of int32 accumulators
- * (the portable kernel needs none). */
+/* Scratch bytes the DSP / BRL paths need: two widened input rows plus two rows of int32 accumulators
+ * (input rows are processed in pairs; the portable kernel needs none). */
 int32_t tk_fc_scratch_bytes(const tk_fc_params* p);
 
 void tk_fc_s8_portable(const tk_fc_params* p, const int8_t* in, int8_t* out);
 void tk_fc_s8_dsp(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t* scratch);
 void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t* scratch, int32_t use_dsp);
 
-/* Widen k int8 values (minus in_zp) into the SXTB16 pair order used by the DSP kernels:
- * word 2g = (x[4g]-zp, x[4g+2]-zp), word 2g+1 = (x[4g+1]-zp, x[4g+3]-zp). Elements past k (up to
- * padded_k, a multiple of 4) are written as 0, so padded weight blocks contribute nothing. */
-void tk_widen_s8_pairs(const int8_t* in, int32_t k, int32_t padded_k, int32_t in_zp, uint32_t* out);
+/* Widen k int8 values (minus in_zp) into the SXTB16 pair order used by the DSP kernels: for group g,
+ * out[g*stride] = (x[4g]-zp, x[4g+2]-zp), out[g*stride+1] = (x[4g+1]-zp, x[4g+3]-zp) (stride 2:
+ * one row; stride 4: two rows interleaved). Elements past k (up to padded_k, a multiple of 4) are
+ * written as 0, so padded weight blocks contribute nothing. */
+void tk_widen_s8_pairs(const int8_t* in, int32_t k, int32_t padded_k, int32_t in_zp, uint32_t* out,
+                       int32_t stride_words);
 
 /* acc + dot(widened x, w) over k4 = 4*n_groups elements, the SMLAD inner loop shared by the
  * dense, block-sparse and convolution DSP kernels. */

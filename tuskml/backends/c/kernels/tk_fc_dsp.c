@@ -9,14 +9,15 @@
 #include "tk_fc.h"
 #include "tk_requant.h"
 
-void tk_widen_s8_pairs(const int8_t* in, int32_t k, int32_t padded_k, int32_t in_zp, uint32_t* out) {
+void tk_widen_s8_pairs(const int8_t* in, int32_t k, int32_t padded_k, int32_t in_zp, uint32_t* out,
+                       int32_t stride_words) {
     const uint32_t offset = ((uint32_t)(uint16_t)(int16_t)(-in_zp)) * 0x00010001u;
     int32_t i = 0;
     for (; i + 4 <= k; i += 4) {
         uint32_t x = tk_read_u32(in + i);
         out[0] = tk_sadd16(tk_sxtb16(x), offset);
         out[1] = tk_sadd16(tk_sxtb16_ror8(x), offset);
-        out += 2;
+        out += stride_words;
     }
     for (; i < padded_k; i += 4) {
         /* partial last group: zero beyond k so that padding contributes nothing */
@@ -26,12 +27,37 @@ void tk_widen_s8_pairs(const int8_t* in, int32_t k, int32_t padded_k, int32_t in
         }
         out[0] = ((uint32_t)(uint16_t)v[0]) | ((uint32_t)(uint16_t)v[2] << 16);
         out[1] = ((uint32_t)(uint16_t)v[1]) | ((uint32_t)(uint16_t)v[3] << 16);
-        out += 2;
+        out += stride_words;
     }
 }
 
 int32_t tk_dot_widened_s8(const uint32_t* xw, const int8_t* w, int32_t n_groups, int32_t acc) {
     return tk_dot_groups(xw, w, n_groups, acc);
+}
+
+/* Two input rows (rows a, b: e.g. two pixels of a 1x1 conv) per output channel. The two widened rows
+ * are interleaved per group ([a02 a13 b02 b13]), so per group of 4 inputs: two LDRD, one LDR and two
+ * SXTB16 of the weights (shared by both rows), four SMLAD for 8 MACs (tk_dot_groups_x2). Few live
+ * registers: a 2-row x 2-channel tile does not fit in r0-r12 without stack spills. */
+static void fc_two_rows_dsp(const int8_t* xa_raw, const uint32_t* xw0, int32_t k_len, int32_t n_out,
+                            const int8_t* weights, const int32_t* bias, int32_t in_zp, int32_t* accs_a,
+                            int32_t* accs_b) {
+    const int32_t groups = k_len / 4;
+    const int32_t k_main = groups * 4;
+    const int8_t* xb_raw = xa_raw + k_len;
+    const int8_t* w = weights;
+    for (int32_t o = 0; o < n_out; ++o) {
+        int32_t a = bias ? bias[o] : 0;
+        int32_t b = a;
+        tk_dot_groups_x2(xw0, w, groups, &a, &b);
+        for (int32_t k = k_main; k < k_len; ++k) {
+            a += ((int32_t)xa_raw[k] - in_zp) * (int32_t)w[k];
+            b += ((int32_t)xb_raw[k] - in_zp) * (int32_t)w[k];
+        }
+        accs_a[o] = a;
+        accs_b[o] = b;
+        w += k_len;
+    }
 }
 
 void tk_fc_s8_dsp(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t* scratch) {
@@ -45,10 +71,25 @@ void tk_fc_s8_dsp(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
     const int8_t* weights = p->weights;
     const int32_t groups = k_len / 4;
     const int32_t k_main = groups * 4;
+    int32_t n = 0;
+    {
+        /* pairs of input rows; scratch: [widened a and b interleaved per group][accs a][accs b] */
+        int32_t* accs_a = (int32_t*)(scratch + 4 * groups);
+        int32_t* accs_b = accs_a + n_out;
+        for (; n + 2 <= rows; n += 2) {
+            const int8_t* x = in + n * k_len;
+            tk_widen_s8_pairs(x, k_main, k_main, in_zp, scratch, 4);
+            tk_widen_s8_pairs(x + k_len, k_main, k_main, in_zp, scratch + 2, 4);
+            fc_two_rows_dsp(x, scratch, k_len, n_out, weights, bias, in_zp, accs_a, accs_b);
+            tk_requant_row_s8(accs_a, n_out, mult, shift, out_zp, act_min, act_max, out);
+            tk_requant_row_s8(accs_b, n_out, mult, shift, out_zp, act_min, act_max, out + n_out);
+            out += 2 * n_out;
+        }
+    }
     int32_t* accs = (int32_t*)(scratch + 2 * groups); /* [n_out] after the widened row */
-    for (int32_t n = 0; n < rows; ++n) {
+    for (; n < rows; ++n) {
         const int8_t* x = in + n * k_len;
-        tk_widen_s8_pairs(x, k_main, k_main, in_zp, scratch);
+        tk_widen_s8_pairs(x, k_main, k_main, in_zp, scratch, 2);
         const int8_t* w0 = weights;
         int32_t o = 0;
         /* two output channels per pass share every load of the widened input */
@@ -61,13 +102,14 @@ void tk_fc_s8_dsp(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
             const int8_t* wa = w0;
             const int8_t* wb = w1;
             while (xw != xw_end) {
-                const uint32_t xa = xw[0], xb = xw[1];
+                uint64_t px;
+                __builtin_memcpy(&px, xw, 8);
                 const uint32_t va = tk_read_u32(wa);
                 const uint32_t vb = tk_read_u32(wb);
-                acc0 = tk_smlad(xa, tk_sxtb16(va), acc0);
-                acc1 = tk_smlad(xa, tk_sxtb16(vb), acc1);
-                acc0 = tk_smlad(xb, tk_sxtb16_ror8(va), acc0);
-                acc1 = tk_smlad(xb, tk_sxtb16_ror8(vb), acc1);
+                acc0 = tk_smlad((uint32_t)px, tk_sxtb16(va), acc0);
+                acc1 = tk_smlad((uint32_t)px, tk_sxtb16(vb), acc1);
+                acc0 = tk_smlad((uint32_t)(px >> 32), tk_sxtb16_ror8(va), acc0);
+                acc1 = tk_smlad((uint32_t)(px >> 32), tk_sxtb16_ror8(vb), acc1);
                 xw += 2;
                 wa += 4;
                 wb += 4;

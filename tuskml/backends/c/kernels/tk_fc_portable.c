@@ -8,7 +8,8 @@ int32_t tk_fc_scratch_bytes(const tk_fc_params* p) {
     if (p->weights == 0 && p->block > 0) {
         k = (k + p->block - 1) / p->block * p->block;
     }
-    return (k + 3) / 4 * 8 + 4 * p->out_features; /* widened row + one row of int32 accumulators */
+    /* two widened input rows + two rows of int32 accumulators (the DSP kernels process input rows in pairs) */
+    return 2 * ((k + 3) / 4 * 8) + 8 * p->out_features;
 }
 
 void tk_fc_s8_portable(const tk_fc_params* p, const int8_t* in, int8_t* out) {

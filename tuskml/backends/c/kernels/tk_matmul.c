@@ -16,7 +16,7 @@ void tk_batch_matmul_s8_portable(const tk_batch_matmul_params* p, const int8_t* 
                 for (int32_t k = 0; k < k_len; ++k) {
                     acc += ((int32_t)ab[m * k_len + k] - p->a_zp) * ((int32_t)bb[k * n_len + n] - p->b_zp);
                 }
-                ob[m * n_len + n] = (int8_t)tk_clamp(tk_mbqm(acc, p->multiplier, p->shift) + p->out_zp, -128, 127);
+                ob[m * n_len + n] = tk_offset_clamp_s8(tk_mbqm(acc, p->multiplier, p->shift), p->out_zp, -128, 127);
             }
         }
     }
@@ -55,7 +55,7 @@ void tk_batch_matmul_s8_dsp(const tk_batch_matmul_params* p, const int8_t* a, co
                 for (int32_t k = k_main; k < k_len; ++k) {
                     acc += ((int32_t)row[k] - p->a_zp) * ((int32_t)bb[k * n_len + n] - p->b_zp);
                 }
-                ob[m * n_len + n] = (int8_t)tk_clamp(tk_mbqm(acc, p->multiplier, p->shift) + p->out_zp, -128, 127);
+                ob[m * n_len + n] = tk_offset_clamp_s8(tk_mbqm(acc, p->multiplier, p->shift), p->out_zp, -128, 127);
             }
         }
     }

@@ -44,8 +44,9 @@ void tk_layer_norm_s8(const tk_layer_norm_params* p, const int8_t* in, int8_t* o
         for (int32_t i = 0; i < c_len; ++i) {
             const int32_t dev = (int32_t)x[i] - p->in_zp - mean;
             const int32_t z = tk_div_round(dev * (1 << 18), sd);
-            const int32_t q = tk_mbqm(z, p->multiplier[i], p->shift[i]) + p->beta_q[i] + p->out_zp;
-            y[i] = (int8_t)tk_clamp(q, -128, 127);
+            /* int64 sum: the specification adds MBQM, beta and the zero point without overflow */
+            const int64_t q = (int64_t)tk_mbqm(z, p->multiplier[i], p->shift[i]) + p->beta_q[i] + p->out_zp;
+            y[i] = (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
         }
     }
 }

@@ -15,7 +15,7 @@ void tk_avg_pool2d_s8(const tk_pool_params* p, const int8_t* in, int8_t* out) {
                             acc += (int32_t)row[kw * p->channels] - p->in_zp;
                         }
                     }
-                    *out++ = (int8_t)tk_clamp(tk_mbqm(acc, p->multiplier, p->shift) + p->out_zp, -128, 127);
+                    *out++ = tk_offset_clamp_s8(tk_mbqm(acc, p->multiplier, p->shift), p->out_zp, -128, 127);
                 }
             }
         }
@@ -72,6 +72,6 @@ void tk_mean_s8(const tk_mean_params* p, const int8_t* in, int8_t* out) {
         for (int32_t r5 = 0; r5 < rd[5]; ++r5) {
             acc += (int32_t)base[r0 * st[0] + r1 * st[1] + r2 * st[2] + r3 * st[3] + r4 * st[4] + r5 * st[5]] - p->in_zp;
         }
-        *out++ = (int8_t)tk_clamp(tk_mbqm(acc, p->multiplier, p->shift) + p->out_zp, -128, 127);
+        *out++ = tk_offset_clamp_s8(tk_mbqm(acc, p->multiplier, p->shift), p->out_zp, -128, 127);
     }
 }

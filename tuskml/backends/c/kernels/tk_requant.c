@@ -13,7 +13,7 @@ void tk_requant_row_s8(const int32_t* acc, int32_t n, const int32_t* multiplier,
         const int32_t m = multiplier[i];
         const int32_t s = shift[i];
         int32_t v;
-        if (s <= 0 && m != INT32_MIN) {
+        if (__builtin_expect(s <= 0 && m != INT32_MIN, 1)) {
             /* the usual case, same arithmetic as tk_mbqm: no left shift, and SRDHM cannot saturate
              * because the multiplier is not INT32_MIN */
             const int32_t high = (int32_t)(((int64_t)acc[i] * (int64_t)m + ((int64_t)1 << 30)) >> 31);
@@ -21,9 +21,6 @@ void tk_requant_row_s8(const int32_t* acc, int32_t n, const int32_t* multiplier,
         } else {
             v = tk_mbqm(acc[i], m, s);
         }
-        v += out_zp;
-        v = v < act_min ? act_min : v;
-        v = v > act_max ? act_max : v;
-        out[i] = (int8_t)v;
+        out[i] = tk_offset_clamp_s8(v, out_zp, act_min, act_max);
     }
 }

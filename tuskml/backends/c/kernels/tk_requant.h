@@ -53,11 +53,22 @@ static inline int32_t tk_clamp(int32_t v, int32_t lo, int32_t hi) {
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+/* v + zp clamped to [lo, hi] (lo, hi, zp within int8), never forming v + zp where it could overflow
+ * int32: the specification adds in int64, so a (near-)saturated v must still clamp correctly. */
+static inline int8_t tk_offset_clamp_s8(int32_t v, int32_t zp, int32_t lo, int32_t hi) {
+    if (v > hi - zp) {
+        return (int8_t)hi;
+    }
+    if (v < lo - zp) {
+        return (int8_t)lo;
+    }
+    return (int8_t)(v + zp);
+}
+
 /* acc -> int8: requantise, add the output zero point, clamp to the fused activation range. */
 static inline int8_t tk_requant_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t out_zp,
                                    int32_t act_min, int32_t act_max) {
-    int32_t v = tk_mbqm(acc, multiplier, shift) + out_zp;
-    return (int8_t)tk_clamp(v, act_min, act_max);
+    return tk_offset_clamp_s8(tk_mbqm(acc, multiplier, shift), out_zp, act_min, act_max);
 }
 
 /* Requantise a row of n int32 accumulators with per-channel (multiplier, shift) into int8. The DSP
