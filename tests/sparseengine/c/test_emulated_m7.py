@@ -97,3 +97,14 @@ def test_every_op_bit_exact_on_m7_with_dsp_asm(tmp_path):
             size = graph.tensors[name].size
             np.testing.assert_array_equal(got[pos:pos + size], expected[name].reshape(-1), err_msg=f"{name} seed {seed}")
             pos += size
+
+
+def test_c_backend_on_emulated_cortex_m4(models):
+    """The `c` engine backend with a Cortex-M4 target (stm32f411): bit-exact, per-layer counts."""
+    import tuskml
+
+    graph, xq, ref = models["mobilevit-sparse"]
+    result = tuskml.create("engine_backend", "c", target="stm32f411", use_dsp=True).run(graph, xq[:1])
+    np.testing.assert_array_equal(result.outputs, ref[:1])
+    assert result.instructions["tk_invoke"] > 0
+    assert sum(v for k, v in result.instructions.items() if k.startswith("tk_layer_")) <= result.instructions["tk_invoke"]
