@@ -155,7 +155,7 @@ def run_search(opts: SearchRunOptions) -> dict[str, Any]:
                         metadata={"arch": json.dumps(cand.arch.to_dict()), "layers": json.dumps(cand.to_dict()["layers"])})
     _log(opts, f"fine-tuned: val {acc_before:.4f} -> {val_after:.4f}; float test accuracy {float_acc:.4f}")
 
-    calib = train.resized(res)[:32]
+    calib = train.resized(res)[:128]
     final_m, _ = measure(model, calib, limits, sparsity=cand.sparsity, blocks=cand.blocks)
 
     # --- deploy on the emulated target ----------------------------------------------------------
