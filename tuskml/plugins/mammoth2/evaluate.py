@@ -63,7 +63,10 @@ def load_run_pipeline(run_dir: str | pathlib.Path) -> Any:
     folder = run / "checkpoints" / latest.read_text().strip()
     load_model(model, str(folder / "model.safetensors"))
     ema = load_file(str(folder / "ema.safetensors"))
-    model.decoder.load_state_dict(ema, strict=False)
+    result = model.decoder.load_state_dict(ema, strict=False)  # EMA holds parameters only, not buffers
+    if result.unexpected_keys or len(ema) != len(list(model.decoder.parameters())):
+        raise CheckpointError(f"{folder / 'ema.safetensors'} does not fit the run's decoder "
+                              f"(unexpected {result.unexpected_keys[:4]})")
     return Mammoth2Pipeline(model)
 
 
