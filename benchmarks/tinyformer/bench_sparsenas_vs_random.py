@@ -92,7 +92,7 @@ def main() -> None:
                          "instructions": b.measurement.instructions, "flash_bytes": b.measurement.flash_bytes,
                          "sram_bytes": b.measurement.sram_bytes, "fitting": sum(h["fits"] for h in res.history),
                          "arch": b.candidate.arch.short()}
-        s, r = row["sparsenas"], row["random"]
+        r = row["random"]
         # does some SparseNAS candidate beat random's best: higher accuracy at no more instructions?
         row["sparsenas_beats_random"] = any(
             e.accuracy > r["val_accuracy"] and e.measurement.instructions <= r["instructions"] for e in sn.front)

@@ -89,7 +89,7 @@ def test_cifar10_missing_folder_and_files_are_clear_errors(tmp_path):
     root.mkdir()
     _write_batch(root / "test_batch", 2, 0)
     with pytest.raises(DatasetError, match="lacks data_batch_1"):
-        tuskml.create("datasets", "cifar10", root=str(root)).images
+        _ = tuskml.create("datasets", "cifar10", root=str(root)).images
     (root / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="not a CIFAR-10 python batch"):
-        tuskml.create("datasets", "cifar10", root=str(root), split="test").images
+        _ = tuskml.create("datasets", "cifar10", root=str(root), split="test").images

@@ -76,7 +76,7 @@ def test_extreme_archs_and_costs(space):
 def test_subnets_are_deployable_by_sparseengine(space):
     from tuskml.backends.sparse_engine.frontend import import_torch
     from tuskml.backends.sparse_engine.quantize import quantize_graph
-    from tuskml.backends.sparse_engine.reference import run, quantize_input
+    from tuskml.backends.sparse_engine.reference import quantize_input, run
 
     arch = space.sample(random.Random(11))
     net = space.extract(arch)

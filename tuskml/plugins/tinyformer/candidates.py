@@ -8,7 +8,6 @@ after every architecture change, keeping the choices of layers that still exist.
 
 from __future__ import annotations
 
-import functools
 import random
 from typing import Any
 
@@ -39,24 +38,17 @@ class SparseCandidate:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SparseCandidate:
         return cls(arch=HybridArch.from_dict(data["arch"]),
-                   layers=tuple((l["module_path"], int(l["block"]), float(l["sparsity"])) for l in data["layers"]))
-
-
-@functools.lru_cache(maxsize=4096)
-def _prunable_paths_cached(space_id: int, arch: HybridArch) -> tuple[str, ...]:
-    from tuskml.backends.sparse_engine.pruning import prunable_layers
-
-    space = _SPACES[space_id]
-    return tuple(sorted(prunable_layers(space.extract(arch))))
-
-
-_SPACES: dict[int, Any] = {}
+                   layers=tuple((e["module_path"], int(e["block"]), float(e["sparsity"])) for e in data["layers"]))
 
 
 def prunable_paths(space: Any, arch: HybridArch) -> tuple[str, ...]:
-    """Module paths of the arch's prunable layers (cached per arch)."""
-    _SPACES[id(space)] = space
-    return _prunable_paths_cached(id(space), arch)
+    """Module paths of the arch's prunable layers (cached on the space, per arch)."""
+    from tuskml.backends.sparse_engine.pruning import prunable_layers
+
+    cache = space.__dict__.setdefault("_prunable_paths_cache", {})
+    if arch not in cache:
+        cache[arch] = tuple(sorted(prunable_layers(space.extract(arch))))
+    return cache[arch]
 
 
 def random_plan(paths: tuple[str, ...], rng: random.Random, block_sizes: tuple[int, ...],

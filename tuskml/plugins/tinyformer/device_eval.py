@@ -116,4 +116,4 @@ def run_on_device(model: torch.nn.Module, calibration: torch.Tensor, test_images
         flash_bytes_linked=int(result.flash_bytes), sram_bytes=int(result.sram_bytes - chunk * project.output_bytes),
         estimated_flash_bytes=int(footprint.flash_bytes), arena_bytes=int(plan.arena_bytes),
         instructions=int(invoke or 0), per_layer_instructions=per_layer,
-        sparse_layers=[l.module_path for l in project.layers if l.sparse], elf=str(result.elf))
+        sparse_layers=[layer.module_path for layer in project.layers if layer.sparse], elf=str(result.elf))

@@ -80,14 +80,14 @@ def measure_deployable(dep: Any, limits: TargetLimits) -> Measurement:
     sram = int(dep.footprint.arena_bytes) + limits.stack_bytes
     problems = []
     if flash > limits.flash_bytes:
-        top = ", ".join(f"{l.module_path or l.node} ({l.flash_bytes} B)" for l in dep.footprint.largest_flash_layers(2))
+        top = ", ".join(f"{x.module_path or x.node} ({x.flash_bytes} B)" for x in dep.footprint.largest_flash_layers(2))
         problems.append(f"flash {flash} B > {limits.flash_bytes} B (largest: {top})")
     if sram > limits.sram_bytes:
         problems.append(f"SRAM {sram} B (arena {dep.footprint.arena_bytes} B + stack {limits.stack_bytes} B) > "
                         f"{limits.sram_bytes} B")
     if limits.max_instructions and instructions > limits.max_instructions:
         problems.append(f"instructions {instructions} > {limits.max_instructions}")
-    sparse_layers = sum(1 for l in dep.footprint.layers if l.sparse)
+    sparse_layers = sum(1 for x in dep.footprint.layers if x.sparse)
     return Measurement(flash_bytes=flash, sram_bytes=sram, arena_bytes=int(dep.footprint.arena_bytes),
                        instructions=instructions, dense_instructions=dense, sparse_layers=sparse_layers,
                        reason="; ".join(problems) or None)
