@@ -55,7 +55,7 @@ def main() -> None:
     (RESULTS / "core_import.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["| measurement | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                                                   for k, v in result.items()]
-    (RESULTS / "core_import.md").write_text("# Start-up cost (median of %d runs)\n\n" % REPEATS + "\n".join(md) + "\n")
+    (RESULTS / "core_import.md").write_text(f"# Start-up cost (median of {REPEATS} runs)\n\n" + "\n".join(md) + "\n")
     print("\n".join(md))
 
 

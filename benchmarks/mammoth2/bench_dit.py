@@ -49,9 +49,9 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 
 def build(name: str, size: dict) -> torch.nn.Module:
-    import tuskml
     from diffusers import Lumina2Transformer2DModel
 
+    import tuskml
     from tuskml.plugins.mammoth2.dit import swiglu_hidden_size
 
     head_dim = size["hidden"] // size["heads"]
@@ -120,8 +120,8 @@ def _status_kib(field: str) -> int:
 def memory_cpu(name: str, size_name: str, padded: bool) -> int:
     """Peak RSS during the first (cold) training steps, minus RSS right after building, in a fresh process."""
     code = (
-        "import sys, json; sys.path.insert(0, %r); import bench_dit as b; "
-        "print(json.dumps(b.cold_peak_cpu(%r, %r, %r)))" % (str(pathlib.Path(__file__).parent), name, size_name, padded)
+        f"import sys, json; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); import bench_dit as b; "
+        f"print(json.dumps(b.cold_peak_cpu({name!r}, {size_name!r}, {padded!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})

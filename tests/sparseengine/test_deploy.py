@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import pathlib
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from torch import nn
 
 import tuskml
-from tuskml.backends.sparse_engine.example_models import TinyCNN, tiny_cnn
+from tuskml.backends.sparse_engine.example_models import TinyCNN
 from tuskml.core.cli import build_cli
 from tuskml.plugins.tinyformer.deploy import DeployError, ModelDoesNotFitError, deploy, load_model
 

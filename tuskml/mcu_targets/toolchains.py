@@ -87,7 +87,7 @@ class ArmNoneEabiGcc(Toolchain):
     def __init__(self, executable: str = "arm-none-eabi-gcc"):
         self.executable = executable
 
-    @functools.cache
+    @functools.cache  # noqa: B019 - a handful of long-lived toolchain objects
     def version(self) -> str:
         return _run_quiet([self.executable, "-dumpversion"]) or "?"
 
@@ -110,7 +110,7 @@ class ZigCc(Toolchain):
     def __init__(self, python: str = sys.executable):
         self.python = python
 
-    @functools.cache
+    @functools.cache  # noqa: B019 - a handful of long-lived toolchain objects
     def version(self) -> str:
         return _run_quiet([self.python, "-m", "ziglang", "version"]) or "?"
 
@@ -134,7 +134,7 @@ class HostCc(Toolchain):
     def __init__(self, executable: str = "cc"):
         self.executable = executable
 
-    @functools.cache
+    @functools.cache  # noqa: B019 - a handful of long-lived toolchain objects
     def version(self) -> str:
         first = (_run_quiet([self.executable, "--version"]) or "?").splitlines()[0]
         return first
@@ -293,7 +293,7 @@ def build(target: str | HardwareTarget, sources: Sequence[str | os.PathLike[str]
                 where = f" (sections {', '.join(dict.fromkeys(secs))})" if secs else ""
                 parts.append(f"region {region} ({size} B) overflowed by {over} bytes{where}")
             region, (over, _) = max(overflow.items(), key=lambda kv: kv[1][0])
-            hint = " (the RAM region includes the reserved stack of %d B)" % t.stack_bytes if "RAM" in overflow else ""
+            hint = f" (the RAM region includes the reserved stack of {t.stack_bytes} B)" if "RAM" in overflow else ""
             raise LinkerOverflowError(
                 f"program {name!r} does not fit target {t.name!r}: " + "; ".join(parts) + hint,
                 region=region, bytes_over=over,
