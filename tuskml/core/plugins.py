@@ -31,6 +31,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "sparseengine": "tuskml.backends._plugin",
     "tinyformer": "tuskml.plugins.tinyformer._plugin",
     "mammoth2": "tuskml.plugins.mammoth2._plugin",
+    "demo": "tuskml.plugins.demo._plugin",
 }
 
 

@@ -1,0 +1,1 @@
+"""`tuskml demo`: both plugin families end to end in one command, on embedded defaults."""
