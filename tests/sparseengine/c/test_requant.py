@@ -72,3 +72,16 @@ def test_requant_row_matches_spec(kernels, data, n):
                                   out.ctypes.data_as(P(C.c_int8)))
     expected = np.clip(fp.multiply_by_quantized_multiplier(accs, mults, shifts) + zp, lo, 127).astype(np.int8)
     np.testing.assert_array_equal(out, expected)
+
+
+@settings(max_examples=400, deadline=None)
+@given(acc=st.one_of(INT32, EDGES, st.integers(-70000, 70000)), m=st.one_of(st.integers(2**30, 2**31 - 1),
+       st.integers(-(2**31) + 1, -(2**30)), EDGES.filter(lambda v: v != -(2**31))), s=st.integers(-22, -1),
+       zp=st.integers(-128, 127), lo=st.integers(-128, 0))
+def test_fast_requant_path_equals_spec_after_int8_clamp(kernels, acc, m, s, zp, lo):
+    """tk_requant_fast_q (QADD-based RDBPOT) + zp + clamp equals MBQM + zp + clamp for every int8 range;
+    the unclamped value may differ by one only where both clamp to act_max."""
+    q = _fn(kernels, "tk_export_requant_fast_q")(acc, m, s)
+    spec = int(fp.multiply_by_quantized_multiplier(acc, m, s))
+    assert min(max(q + zp, lo), 127) == min(max(spec + zp, lo), 127)
+    assert q == spec or (q == spec - 1 and spec == 2 ** (31 + s))

@@ -48,6 +48,13 @@ static inline __attribute__((always_inline)) uint32_t tk_pkhbt16(uint32_t a, uin
     return r;
 }
 
+/* QADD: a + b saturated to int32. */
+static inline __attribute__((always_inline)) int32_t tk_qadd(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("qadd %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
 #else
 #define TK_HAVE_DSP_INSTRUCTIONS 0
 
@@ -77,6 +84,11 @@ static inline int32_t tk_smlad(uint32_t a, uint32_t b, int32_t acc) {
 
 static inline uint32_t tk_pkhbt16(uint32_t a, uint32_t b) {
     return (a & 0xFFFFu) | (b << 16);
+}
+
+static inline int32_t tk_qadd(int32_t a, int32_t b) {
+    int64_t r = (int64_t)a + (int64_t)b;
+    return r > INT32_MAX ? INT32_MAX : (r < INT32_MIN ? INT32_MIN : (int32_t)r);
 }
 #endif
 

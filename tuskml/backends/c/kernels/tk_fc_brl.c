@@ -24,16 +24,19 @@ static int32_t brl_row_scalar(const int8_t* x, int32_t k_len, int32_t in_zp, int
     return acc;
 }
 
-/* All rows of one input row, DSP path; groups_per_block is a compile-time constant at each call
- * site below, so the block body is fully unrolled for the common block sizes. */
-TK_INLINE void brl_rows_dsp(const tk_fc_params* p, const uint32_t* xw0, int32_t* accs, const int32_t groups_per_block) {
-    /* parameters in locals: stores through int8_t* may alias anything, so the compiler would
-     * otherwise reload every field of *p after each output byte */
+/* One input row (a linear layer with batch 1), DSP path, each output requantised as soon as its
+ * accumulator is ready (fast exact path of tk_requant.h when the channel allows it), so no
+ * accumulator row goes through memory. */
+TK_INLINE void brl_row_dsp_requant(const tk_fc_params* p, const uint32_t* xw0, int8_t* out, const int32_t groups_per_block) {
     const uint16_t* runs = p->runs;
     const int8_t* vals = p->values;
     const uint16_t* row_nnzb = p->row_nnzb;
     const int32_t* bias = p->bias;
+    const int32_t* mult = p->multiplier;
+    const int32_t* shift = p->shift;
     const int32_t n_out = p->out_features;
+    const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+    const int32_t lo = act_min - out_zp, hi = act_max - out_zp;
     const int32_t words_per_block = groups_per_block * 2;
     for (int32_t o = 0; o < n_out; ++o) {
         int32_t acc = bias ? bias[o] : 0;
@@ -44,7 +47,15 @@ TK_INLINE void brl_rows_dsp(const tk_fc_params* p, const uint32_t* xw0, int32_t*
             xw += words_per_block;
             vals += groups_per_block * 4;
         }
-        accs[o] = acc;
+        const int32_t m = mult[o], s = shift[o];
+        if (__builtin_expect(tk_requant_is_fast(m, s), 1)) {
+            int32_t q = tk_requant_fast_q(acc, m, -s, (int32_t)1 << (-s - 1));
+            q = q < lo ? lo : q;
+            q = q > hi ? hi : q;
+            out[o] = (int8_t)(q + out_zp);
+        } else {
+            out[o] = tk_requant_s8(acc, m, s, out_zp, act_min, act_max);
+        }
     }
 }
 
@@ -77,6 +88,122 @@ TK_INLINE void brl_rows_dsp_x2(const tk_fc_params* p, const uint32_t* xw0, int32
     }
 }
 
+/* One group of 4 raw int8 inputs against 4 int8 weights: SXTB16 splits both into (0,2) and (1,3)
+ * int16 pairs, two SMLAD. The input zero point is not subtracted here (see brl_channel_major). */
+TK_INLINE int32_t dot4_raw(const int8_t* x, const int8_t* w, int32_t acc) {
+    const uint32_t xv = tk_read_u32(x), wv = tk_read_u32(w);
+    acc = tk_smlad(tk_sxtb16(xv), tk_sxtb16(wv), acc);
+    return tk_smlad(tk_sxtb16_ror8(xv), tk_sxtb16_ror8(wv), acc);
+}
+
+/* Many input rows (the pixels of a 1x1 conv), output channel by output channel.
+ *
+ * Why channel-major: at high block sparsity most of the time used to go into what sparsity cannot
+ * skip -- the per-output requantisation and row walk. Walking one weight row for all input rows
+ * keeps that channel's requant constants (multiplier, exponent, 2^(e-1), clamp bounds) in registers
+ * (tk_requant_fast_q, ~10 instructions), and a channel with no stored block at all has the same
+ * output, requant(bias), for every row: computed once, then only stored.
+ * The input is read raw (no widened copy per row): sum_k (x_k - zp) w_k = sum_k x_k w_k - zp sum_k w_k,
+ * and bias - zp * sum(w) is computed once per channel. Exact modulo 2^32 like every SMLAD
+ * accumulator here (the true sum fits int32). Needs K % B == 0 (blocks never read past a row). */
+TK_INLINE void brl_channel_major(const tk_fc_params* p, const int8_t* in, int8_t* out, const int32_t groups_per_block) {
+    const int32_t rows = p->rows, k_len = p->in_features, n_out = p->out_features;
+    const int32_t in_zp = p->in_zp, out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+    const int32_t lo = act_min - out_zp, hi = act_max - out_zp;
+    const int32_t* bias = p->bias;
+    const int32_t* mult = p->multiplier;
+    const int32_t* shift = p->shift;
+    const uint16_t* row_nnzb = p->row_nnzb;
+    const uint16_t* runs = p->runs;
+    const int8_t* vals = p->values;
+    const int32_t bsz = groups_per_block * 4;
+    for (int32_t o = 0; o < n_out; ++o) {
+        const int32_t nnzb = row_nnzb[o];
+        const int32_t b = bias ? bias[o] : 0;
+        const int32_t m = mult[o], s = shift[o];
+        int8_t* dst = out + o;
+        if (nnzb == 0) {
+            const int8_t c = tk_requant_s8(b, m, s, out_zp, act_min, act_max);
+            int32_t n = 0;
+            for (; n + 4 <= rows; n += 4) {
+                dst[0] = c;
+                dst[n_out] = c;
+                dst[2 * n_out] = c;
+                dst[3 * n_out] = c;
+                dst += 4 * n_out;
+            }
+            for (; n < rows; ++n) {
+                *dst = c;
+                dst += n_out;
+            }
+            continue;
+        }
+        uint32_t wsum = 0;
+        for (int32_t i = 0; i < nnzb * bsz; ++i) {
+            wsum += (uint32_t)(int32_t)vals[i];
+        }
+        const int32_t acc0 = (int32_t)((uint32_t)b - (uint32_t)in_zp * wsum);
+        const int32_t fast = tk_requant_is_fast(m, s);
+        const int32_t e = fast ? -s : 1;
+        const int32_t half = (int32_t)(0x80000000u >> (32 - e));
+        const int8_t* x = in;
+        int32_t n = fast ? 0 : rows; /* a channel off the fast path takes the one-row loop below */
+        /* two rows per walk of the weight row: each weight word is loaded and split once for both */
+        for (; n + 2 <= rows; n += 2) {
+            int32_t acc_a = acc0, acc_b = acc0;
+            const int8_t* xa = x;
+            const uint16_t* r = runs;
+            const int8_t* v = vals;
+            for (int32_t j = nnzb; j > 0; --j) {
+                xa += (int32_t)(*r++) * bsz;
+                for (int32_t g = 0; g < groups_per_block; ++g) {
+                    const uint32_t w = tk_read_u32(v + 4 * g);
+                    const uint32_t w02 = tk_sxtb16(w), w13 = tk_sxtb16_ror8(w);
+                    const uint32_t va = tk_read_u32(xa + 4 * g), vb = tk_read_u32(xa + k_len + 4 * g);
+                    acc_a = tk_smlad(tk_sxtb16_ror8(va), w13, tk_smlad(tk_sxtb16(va), w02, acc_a));
+                    acc_b = tk_smlad(tk_sxtb16_ror8(vb), w13, tk_smlad(tk_sxtb16(vb), w02, acc_b));
+                }
+                xa += bsz;
+                v += bsz;
+            }
+            int32_t qa = tk_requant_fast_q(acc_a, m, e, half);
+            int32_t qb = tk_requant_fast_q(acc_b, m, e, half);
+            qa = qa < lo ? lo : qa;
+            qa = qa > hi ? hi : qa;
+            qb = qb < lo ? lo : qb;
+            qb = qb > hi ? hi : qb;
+            dst[0] = (int8_t)(qa + out_zp);
+            dst[n_out] = (int8_t)(qb + out_zp);
+            dst += 2 * n_out;
+            x += 2 * k_len;
+        }
+        if (!fast) {
+            x = in;
+            dst = out + o;
+            n = 0;
+        }
+        for (; n < rows; ++n) {
+            int32_t acc = acc0;
+            const int8_t* xp = x;
+            const uint16_t* r = runs;
+            const int8_t* v = vals;
+            for (int32_t j = nnzb; j > 0; --j) {
+                xp += (int32_t)(*r++) * bsz;
+                for (int32_t g = 0; g < groups_per_block; ++g) {
+                    acc = dot4_raw(xp + 4 * g, v + 4 * g, acc);
+                }
+                xp += bsz;
+                v += bsz;
+            }
+            *dst = tk_requant_s8(acc, m, s, out_zp, act_min, act_max);
+            dst += n_out;
+            x += k_len;
+        }
+        runs += nnzb;
+        vals += nnzb * bsz;
+    }
+}
+
 void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t* scratch, int32_t use_dsp) {
     const int32_t k_len = p->in_features;
     const int32_t n_out = p->out_features;
@@ -84,6 +211,15 @@ void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
     const int32_t padded_k = (k_len + block - 1) / block * block;
     const int32_t dsp = use_dsp && (block % 4 == 0);
     int32_t n = 0;
+    if (dsp && p->rows >= 2 && k_len % block == 0) {
+        switch (block) {
+            case 4: brl_channel_major(p, in, out, 1); break;
+            case 8: brl_channel_major(p, in, out, 2); break;
+            case 16: brl_channel_major(p, in, out, 4); break;
+            default: brl_channel_major(p, in, out, block / 4); break;
+        }
+        return;
+    }
     if (dsp) {
         /* scratch: [widened rows a and b interleaved per group][accs a][accs b] */
         int32_t* accs_a = (int32_t*)(scratch + padded_k);
@@ -106,15 +242,13 @@ void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
     for (; n < p->rows; ++n) {
         const int8_t* x = in + n * k_len;
         if (dsp) {
-            int32_t* accs = (int32_t*)(scratch + padded_k / 2); /* [n_out] after the widened row */
             tk_widen_s8_pairs(x, k_len, padded_k, p->in_zp, scratch, 2);
             switch (block) {
-                case 4: brl_rows_dsp(p, scratch, accs, 1); break;
-                case 8: brl_rows_dsp(p, scratch, accs, 2); break;
-                case 16: brl_rows_dsp(p, scratch, accs, 4); break;
-                default: brl_rows_dsp(p, scratch, accs, block / 4); break;
+                case 4: brl_row_dsp_requant(p, scratch, out, 1); break;
+                case 8: brl_row_dsp_requant(p, scratch, out, 2); break;
+                case 16: brl_row_dsp_requant(p, scratch, out, 4); break;
+                default: brl_row_dsp_requant(p, scratch, out, block / 4); break;
             }
-            tk_requant_row_s8(accs, n_out, p->multiplier, p->shift, p->out_zp, p->act_min, p->act_max, out);
         } else {
             const uint16_t* runs = p->runs;
             const int8_t* vals = p->values;

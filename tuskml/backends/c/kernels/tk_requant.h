@@ -11,6 +11,8 @@
 
 #include <stdint.h>
 
+#include "tk_dsp.h"
+
 static inline int32_t tk_srdhm(int32_t a, int32_t b) {
     if (a == INT32_MIN && b == INT32_MIN) {
         return INT32_MAX;
@@ -69,6 +71,31 @@ static inline int8_t tk_offset_clamp_s8(int32_t v, int32_t zp, int32_t lo, int32
 static inline int8_t tk_requant_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t out_zp,
                                    int32_t act_min, int32_t act_max) {
     return tk_offset_clamp_s8(tk_mbqm(acc, multiplier, shift), out_zp, act_min, act_max);
+}
+
+/* ---- The fast exact path (README: "requantisation") ----------------------------------------------
+ * For a channel with multiplier m != INT32_MIN and shift s in [-TK_FAST_MAX_EXPONENT, -1] (every
+ * multiplier QuantizeMultiplier gives for a real scale in [2^-23, 0.5) -- all usual layers), and an
+ * output clamp range [lo, hi] and zero point within int8, requant + zp + clamp equals:
+ *   h = (acc*m + 2^30) >> 31                 SRDHM (one SMULL/SMLAL; cannot saturate as m != INT32_MIN)
+ *   q = QADD(h, 2^(e-1) + (h >> 31)) >> e    RDBPOT(h, e), e = -s: round half away from zero
+ *   out = clamp(q, lo - zp, hi - zp) + zp
+ * RDBPOT: floor((h + 2^(e-1) - [h < 0]) / 2^e) rounds half away from zero for either sign. The add
+ * can only overflow upwards (the addend is >= 0); QADD then saturates to 2^31 - 1, giving
+ * 2^(31-e) - 1 instead of the true 2^(31-e). Both exceed hi - zp (<= 255 < 2^9 - 1 <= 2^(31-e) - 1
+ * for e <= 22), so both clamp to hi: the int8 result is exact. 3 instructions instead of 6, and the
+ * clamp needs no overflow guard (|q| <= 2^30). */
+#define TK_FAST_MAX_EXPONENT 22
+
+static inline int32_t tk_requant_is_fast(int32_t multiplier, int32_t shift) {
+    return (uint32_t)(-shift - 1) < (uint32_t)TK_FAST_MAX_EXPONENT && multiplier != INT32_MIN;
+}
+
+/* The value before the clamp (q above); half = 2^(e-1). */
+static inline __attribute__((always_inline)) int32_t tk_requant_fast_q(int32_t acc, int32_t m, int32_t e,
+                                                                       int32_t half) {
+    const int32_t h = (int32_t)(((int64_t)acc * (int64_t)m + ((int64_t)1 << 30)) >> 31);
+    return tk_qadd(h, half + (h >> 31)) >> e;
 }
 
 /* Requantise a row of n int32 accumulators with per-channel (multiplier, shift) into int8. The DSP
