@@ -55,6 +55,13 @@ static inline __attribute__((always_inline)) int32_t tk_qadd(int32_t a, int32_t 
     return r;
 }
 
+/* SSAT #8: x saturated to [-128, 127] (ARMv7-M base ISA, grouped here with the other helpers). */
+static inline __attribute__((always_inline)) int32_t tk_ssat8(int32_t x) {
+    int32_t r;
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(x) : "cc");
+    return r;
+}
+
 #else
 #define TK_HAVE_DSP_INSTRUCTIONS 0
 
@@ -89,6 +96,10 @@ static inline uint32_t tk_pkhbt16(uint32_t a, uint32_t b) {
 static inline int32_t tk_qadd(int32_t a, int32_t b) {
     int64_t r = (int64_t)a + (int64_t)b;
     return r > INT32_MAX ? INT32_MAX : (r < INT32_MIN ? INT32_MIN : (int32_t)r);
+}
+
+static inline int32_t tk_ssat8(int32_t x) {
+    return x > 127 ? 127 : (x < -128 ? -128 : x);
 }
 #endif
 

@@ -24,39 +24,122 @@ static int32_t brl_row_scalar(const int8_t* x, int32_t k_len, int32_t in_zp, int
     return acc;
 }
 
-/* One input row (a linear layer with batch 1), DSP path, each output requantised as soon as its
- * accumulator is ready (fast exact path of tk_requant.h when the channel allows it), so no
- * accumulator row goes through memory. */
-TK_INLINE void brl_row_dsp_requant(const tk_fc_params* p, const uint32_t* xw0, int8_t* out, const int32_t groups_per_block) {
+/* B = 16 stored blocks of one output row against one widened input row, hand-scheduled (DSP target).
+ *
+ * Why asm: the compiler's version of this loop spent 32 instructions per block (index arithmetic,
+ * single-word loads, a register copy per group); here a block is 26: LDRH run + ADD (skip the zero
+ * blocks: run * 16 inputs = run * 32 bytes of widened input), 2 LDRD for the 16 weights (the values
+ * array is word aligned and B = 16 keeps every block word aligned, checked by the caller), 4 LDRD for
+ * the widened input, 8 SXTB16 + 8 SMLAD, SUBS + BNE. Same arithmetic as tk_dot_groups. nnzb > 0. */
+#if TK_HAVE_DSP_INSTRUCTIONS
+TK_INLINE int32_t brl_blocks16_asm(const uint32_t* xw, const uint16_t** runs_io, const int8_t** vals_io,
+                                   int32_t nnzb, int32_t acc) {
+    const uint16_t* runs = *runs_io;
+    const int8_t* v = *vals_io;
+    uint32_t t, w0, w1, x0, x1;
+    __asm__ volatile(
+        "1:\n\t"
+        "ldrh %[t], [%[runs]], #2\n\t"
+        "add %[xw], %[xw], %[t], lsl #5\n\t"
+        "ldrd %[w0], %[w1], [%[v]], #8\n\t"
+        "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
+        "sxtb16 %[t], %[w0]\n\t"
+        "smlad %[a], %[x0], %[t], %[a]\n\t"
+        "sxtb16 %[t], %[w0], ror #8\n\t"
+        "smlad %[a], %[x1], %[t], %[a]\n\t"
+        "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
+        "sxtb16 %[t], %[w1]\n\t"
+        "smlad %[a], %[x0], %[t], %[a]\n\t"
+        "sxtb16 %[t], %[w1], ror #8\n\t"
+        "smlad %[a], %[x1], %[t], %[a]\n\t"
+        "ldrd %[w0], %[w1], [%[v]], #8\n\t"
+        "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
+        "sxtb16 %[t], %[w0]\n\t"
+        "smlad %[a], %[x0], %[t], %[a]\n\t"
+        "sxtb16 %[t], %[w0], ror #8\n\t"
+        "smlad %[a], %[x1], %[t], %[a]\n\t"
+        "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
+        "sxtb16 %[t], %[w1]\n\t"
+        "smlad %[a], %[x0], %[t], %[a]\n\t"
+        "sxtb16 %[t], %[w1], ror #8\n\t"
+        "smlad %[a], %[x1], %[t], %[a]\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        : [a] "+r"(acc), [xw] "+r"(xw), [runs] "+r"(runs), [v] "+r"(v), [n] "+r"(nnzb), [t] "=&r"(t),
+          [w0] "=&r"(w0), [w1] "=&r"(w1), [x0] "=&r"(x0), [x1] "=&r"(x1)
+        :
+        : "cc", "memory");
+    *runs_io = runs;
+    *vals_io = v;
+    return acc;
+}
+#endif
+
+/* One input row (a linear layer with batch 1), DSP path, in two passes: every output's int32
+ * accumulator into accs, then tk_requant_row_s8 -- the same requantisation loop the dense DSP
+ * kernel uses, so the sparse/dense comparison pays identical requant code.
+ *
+ * Why two passes: fused, the per-output requant constants (clamp bounds, zero point) and the block
+ * walk's pointers do not fit the registers together and spill around every output; split, the
+ * accumulate loop keeps its pointers in registers and walks them by post-increment (bias, nnzb,
+ * runs, values, accs), and the requant loop is the tight shared one. has_bias is a compile-time
+ * constant at each call site, so the loop has no per-output bias branch. */
+TK_INLINE void brl_row_dsp_accs(const tk_fc_params* p, const uint32_t* xw0, int32_t* accs, const int32_t groups_per_block,
+                                const int32_t has_bias, const int32_t use_asm16) {
     const uint16_t* runs = p->runs;
     const int8_t* vals = p->values;
-    const uint16_t* row_nnzb = p->row_nnzb;
+    const uint16_t* nnzb_p = p->row_nnzb;
     const int32_t* bias = p->bias;
-    const int32_t* mult = p->multiplier;
-    const int32_t* shift = p->shift;
-    const int32_t n_out = p->out_features;
-    const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
-    const int32_t lo = act_min - out_zp, hi = act_max - out_zp;
+    int32_t* const end = accs + p->out_features;
     const int32_t words_per_block = groups_per_block * 2;
-    for (int32_t o = 0; o < n_out; ++o) {
-        int32_t acc = bias ? bias[o] : 0;
+    (void)use_asm16;
+    while (accs < end) {
+        int32_t acc = has_bias ? *bias++ : 0;
+        int32_t j = *nnzb_p++;
+#if TK_HAVE_DSP_INSTRUCTIONS
+        if (use_asm16) {
+            if (j > 0) {
+                acc = brl_blocks16_asm(xw0, &runs, &vals, j, acc);
+            }
+            *accs++ = acc;
+            continue;
+        }
+#endif
         const uint32_t* xw = xw0;
-        for (int32_t j = row_nnzb[o]; j > 0; --j) {
+        for (; j > 0; --j) {
             xw += (int32_t)(*runs++) * words_per_block;
             acc = tk_dot_groups(xw, vals, groups_per_block, acc);
             xw += words_per_block;
             vals += groups_per_block * 4;
         }
-        const int32_t m = mult[o], s = shift[o];
-        if (__builtin_expect(tk_requant_is_fast(m, s), 1)) {
-            int32_t q = tk_requant_fast_q(acc, m, -s, (int32_t)1 << (-s - 1));
-            q = q < lo ? lo : q;
-            q = q > hi ? hi : q;
-            out[o] = (int8_t)(q + out_zp);
-        } else {
-            out[o] = tk_requant_s8(acc, m, s, out_zp, act_min, act_max);
-        }
+        *accs++ = acc;
     }
+}
+
+/* Dispatch to a block-size-specialised brl_row_dsp_accs, then requantise the row. */
+static void brl_row_dsp(const tk_fc_params* p, const uint32_t* xw0, int32_t* accs, int8_t* out) {
+    const int32_t has_bias = p->bias != 0;
+    /* the asm B = 16 loop reads the values with LDRD: needs a word-aligned values array */
+    const int32_t asm16 = TK_HAVE_DSP_INSTRUCTIONS && ((uintptr_t)p->values & 3u) == 0;
+    switch (p->block) {
+        case 4:
+            if (has_bias) brl_row_dsp_accs(p, xw0, accs, 1, 1, 0); else brl_row_dsp_accs(p, xw0, accs, 1, 0, 0);
+            break;
+        case 8:
+            if (has_bias) brl_row_dsp_accs(p, xw0, accs, 2, 1, 0); else brl_row_dsp_accs(p, xw0, accs, 2, 0, 0);
+            break;
+        case 16:
+            if (asm16) {
+                if (has_bias) brl_row_dsp_accs(p, xw0, accs, 4, 1, 1); else brl_row_dsp_accs(p, xw0, accs, 4, 0, 1);
+            } else {
+                if (has_bias) brl_row_dsp_accs(p, xw0, accs, 4, 1, 0); else brl_row_dsp_accs(p, xw0, accs, 4, 0, 0);
+            }
+            break;
+        default:
+            brl_row_dsp_accs(p, xw0, accs, p->block / 4, has_bias, 0);
+            break;
+    }
+    tk_requant_row_s8(accs, p->out_features, p->multiplier, p->shift, p->out_zp, p->act_min, p->act_max, out);
 }
 
 /* Two input rows (e.g. two pixels of a 1x1 conv) per walk of the weight rows: each stored block is
@@ -106,7 +189,8 @@ TK_INLINE int32_t dot4_raw(const int8_t* x, const int8_t* w, int32_t acc) {
  * The input is read raw (no widened copy per row): sum_k (x_k - zp) w_k = sum_k x_k w_k - zp sum_k w_k,
  * and bias - zp * sum(w) is computed once per channel. Exact modulo 2^32 like every SMLAD
  * accumulator here (the true sum fits int32). Needs K % B == 0 (blocks never read past a row). */
-TK_INLINE void brl_channel_major(const tk_fc_params* p, const int8_t* in, int8_t* out, const int32_t groups_per_block) {
+TK_INLINE void brl_channel_major(const tk_fc_params* p, const int8_t* in, int8_t* out, const int32_t groups_per_block,
+                                 const int32_t full_int8) {
     const int32_t rows = p->rows, k_len = p->in_features, n_out = p->out_features;
     const int32_t in_zp = p->in_zp, out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
     const int32_t lo = act_min - out_zp, hi = act_max - out_zp;
@@ -168,12 +252,18 @@ TK_INLINE void brl_channel_major(const tk_fc_params* p, const int8_t* in, int8_t
             }
             int32_t qa = tk_requant_fast_q(acc_a, m, e, half);
             int32_t qb = tk_requant_fast_q(acc_b, m, e, half);
-            qa = qa < lo ? lo : qa;
-            qa = qa > hi ? hi : qa;
-            qb = qb < lo ? lo : qb;
-            qb = qb > hi ? hi : qb;
-            dst[0] = (int8_t)(qa + out_zp);
-            dst[n_out] = (int8_t)(qb + out_zp);
+            if (full_int8) {
+                /* the full int8 clamp: ADD + SSAT, as in tk_requant_row_s8 (|q| <= 2^30, no overflow) */
+                dst[0] = (int8_t)tk_ssat8(qa + out_zp);
+                dst[n_out] = (int8_t)tk_ssat8(qb + out_zp);
+            } else {
+                qa = qa < lo ? lo : qa;
+                qa = qa > hi ? hi : qa;
+                qb = qb < lo ? lo : qb;
+                qb = qb > hi ? hi : qb;
+                dst[0] = (int8_t)(qa + out_zp);
+                dst[n_out] = (int8_t)(qb + out_zp);
+            }
             dst += 2 * n_out;
             x += 2 * k_len;
         }
@@ -212,11 +302,13 @@ void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
     const int32_t dsp = use_dsp && (block % 4 == 0);
     int32_t n = 0;
     if (dsp && p->rows >= 2 && k_len % block == 0) {
+        /* full int8 output range (no fused activation): the SSAT clamp, like tk_requant_row_s8 */
+        const int32_t full = p->act_min == -128 && p->act_max == 127 && p->out_zp >= -128 && p->out_zp <= 127;
         switch (block) {
-            case 4: brl_channel_major(p, in, out, 1); break;
-            case 8: brl_channel_major(p, in, out, 2); break;
-            case 16: brl_channel_major(p, in, out, 4); break;
-            default: brl_channel_major(p, in, out, block / 4); break;
+            case 4: if (full) brl_channel_major(p, in, out, 1, 1); else brl_channel_major(p, in, out, 1, 0); break;
+            case 8: if (full) brl_channel_major(p, in, out, 2, 1); else brl_channel_major(p, in, out, 2, 0); break;
+            case 16: if (full) brl_channel_major(p, in, out, 4, 1); else brl_channel_major(p, in, out, 4, 0); break;
+            default: brl_channel_major(p, in, out, block / 4, full); break;
         }
         return;
     }
@@ -242,13 +334,9 @@ void tk_fc_s8_brl(const tk_fc_params* p, const int8_t* in, int8_t* out, uint32_t
     for (; n < p->rows; ++n) {
         const int8_t* x = in + n * k_len;
         if (dsp) {
+            /* scratch: [widened row: padded_k / 2 words][accs] (tk_fc_scratch_bytes) */
             tk_widen_s8_pairs(x, k_len, padded_k, p->in_zp, scratch, 2);
-            switch (block) {
-                case 4: brl_row_dsp_requant(p, scratch, out, 1); break;
-                case 8: brl_row_dsp_requant(p, scratch, out, 2); break;
-                case 16: brl_row_dsp_requant(p, scratch, out, 4); break;
-                default: brl_row_dsp_requant(p, scratch, out, block / 4); break;
-            }
+            brl_row_dsp(p, scratch, (int32_t*)(scratch + padded_k / 2), out);
         } else {
             const uint16_t* runs = p->runs;
             const int8_t* vals = p->values;

@@ -94,8 +94,12 @@ static inline int32_t tk_requant_is_fast(int32_t multiplier, int32_t shift) {
 /* The value before the clamp (q above); half = 2^(e-1). */
 static inline __attribute__((always_inline)) int32_t tk_requant_fast_q(int32_t acc, int32_t m, int32_t e,
                                                                        int32_t half) {
-    const int32_t h = (int32_t)(((int64_t)acc * (int64_t)m + ((int64_t)1 << 30)) >> 31);
-    return tk_qadd(h, half + (h >> 31)) >> e;
+    const int64_t prod = (int64_t)acc * (int64_t)m + ((int64_t)1 << 30);
+    const int32_t h = (int32_t)(prod >> 31);
+    /* h >> 31 (the sign of bit 62) read from the high word (bit 63) saves the compiler's extra shift:
+     * equal because prod lies in (-2^62, 2^62) when m != INT32_MIN, so bits 62 and 63 always agree */
+    const int32_t h_sign = (int32_t)(prod >> 32) >> 31;
+    return tk_qadd(h, half + h_sign) >> e;
 }
 
 /* Requantise a row of n int32 accumulators with per-channel (multiplier, shift) into int8. The DSP
