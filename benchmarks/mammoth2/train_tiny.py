@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=16)
     parser.add_argument("--out", default="/tmp/mammoth2_tiny_run")
     parser.add_argument("--name", default="mammoth2_train_tiny")
+    parser.add_argument("--reuse-run", action="store_true",
+                        help="re-evaluate the finished run in --out (no training); keep the recorded untrained "
+                             "baseline and machine load of the previous results file")
     args = parser.parse_args()
 
     import torch
@@ -82,17 +85,25 @@ def main() -> None:
 
     config = attrs.evolve(load_train_config(args.config), time_limit_minutes=args.minutes, progress=False)
     run = pathlib.Path(args.out)
-    shutil.rmtree(run, ignore_errors=True)
     settings = EvalSettings(per_category=args.per_category)
-    load_before = os.getloadavg()
-
-    torch.manual_seed(config.seed)
-    untrained = evaluate_pipeline(Mammoth2Pipeline(Mammoth2Model(model_config_of(config))), config.data, settings)
-
-    t0 = time.perf_counter()
-    summary = train(config, run)
-    wall = time.perf_counter() - t0
-    load_after = os.getloadavg()
+    previous = RESULTS / f"{args.name}.json"
+    if args.reuse_run:
+        old = json.loads(previous.read_text()) if previous.is_file() else {}
+        summary = json.loads((run / "train_summary.json").read_text())
+        summary["total_steps"] = summary.get("total_steps", config.tokenizer.steps + config.joint_steps)
+        wall = summary.get("train_seconds", float("nan"))
+        load_before, load_after = old.get("machine", {}).get("loadavg_before"), old.get("machine", {}).get("loadavg_after")
+        untrained_head = old.get("untrained")
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        load_before = os.getloadavg()
+        torch.manual_seed(config.seed)
+        untrained_head = headline(evaluate_pipeline(Mammoth2Pipeline(Mammoth2Model(model_config_of(config))),
+                                                    config.data, settings))
+        t0 = time.perf_counter()
+        summary = train(config, run)
+        wall = time.perf_counter() - t0
+        load_after = os.getloadavg()
     t1 = time.perf_counter()
     trained = evaluate_run(run, run / "eval", settings)
     eval_s = time.perf_counter() - t1
@@ -102,7 +113,7 @@ def main() -> None:
         "steps_reached": summary["steps"], "steps_planned": summary["total_steps"],
         "stopped_early": summary["stopped_early"], "peak_memory_mb": summary["peak_memory_mb"],
         **joint_throughput(run),
-        "trained": headline(trained), "untrained": headline(untrained),
+        "trained": headline(trained), "untrained": untrained_head or {},
         "ground_truth_geneval_overall": ground_truth_geneval(config.data, args.per_category),
         "eval_split": settings.split, "per_category": args.per_category,
         "targets": {"geneval.overall": 0.75, "edit.success": 0.70, "understanding.accuracy": 0.90},
@@ -115,13 +126,15 @@ def main() -> None:
     for k, v in result["trained"].items():
         target = result["targets"].get(k, "")
         rows.append(f"| {k} | {_fmt(result['untrained'].get(k))} | {_fmt(v)} | {target} |")
+    load_b = f"{load_before[0]:.1f}" if load_before else "?"
+    load_a = f"{load_after[0]:.1f}" if load_after else "?"
     md = [f"# mammoth2 `{args.config}` training run on this machine",
           "",
           f"Budget {args.minutes} min; reached {summary['steps']} / {summary['total_steps']} steps "
           f"(stopped early: {summary['stopped_early']}) in {wall / 60:.1f} min. Joint phase "
           f"{result['joint_samples_per_s']:.2f} samples/s, VQ phase {result['tokenizer_images_per_s']:.1f} images/s, "
           f"peak memory {summary['peak_memory_mb']:.0f} MiB (process peak RSS). Load average before/after: "
-          f"{load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} CPUs.",
+          f"{load_b} / {load_a} on {os.cpu_count()} CPUs.",
           f"Held-out split, {args.per_category} samples per category/kind. Ground-truth renders score "
           f"{result['ground_truth_geneval_overall']:.3f} on GenEvalMini.",
           "", *rows, ""]

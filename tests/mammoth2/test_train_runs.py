@@ -119,6 +119,9 @@ def test_kill_9_then_resume_continues_exactly(micro, reference_run):
     killed_at = _latest_step(run)
     assert 4 <= killed_at < TOTAL, f"the run was not killed mid-way (latest checkpoint {killed_at})"
     assert not (run / "pipeline").exists() and not (run / "train_summary.json").exists()
+    from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
+
+    assert load_run_pipeline(run).model.config.image_size == 16  # an unfinished run loads from its checkpoint
     done = subprocess.run(cmd + ["--resume"], env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == TOTAL
@@ -142,8 +145,13 @@ def test_resume_refuses_a_changed_config(micro, reference_run, tmp_path):
 
 
 def test_ddp_two_processes_agree_on_sharded_data(micro):
+    import socket
+
     run = micro.parent / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+    with socket.socket() as sock:  # a free port, so parallel test runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "tuskml.plugins.mammoth2.train", "--config", str(micro), "--out", str(run)]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -87,7 +87,7 @@ def add_commands(cli: click.Group) -> None:
     @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
     @click.argument("image", type=click.Path(exists=True, dir_okay=False))
     @click.argument("question", default="")
-    @click.option("--max-new-tokens", default=96, show_default=True)
+    @click.option("--max-new-tokens", default=160, show_default=True)
     def ask_cmd(run_dir: str, image: str, question: str, max_new_tokens: int) -> None:
         """Answer QUESTION about IMAGE (no question: a caption)."""
         from tuskml.plugins.mammoth2.evaluate import load_run_pipeline

@@ -114,7 +114,7 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
         usamples = [und.sample(i, kind=k) for k in QUESTION_KINDS for i in range(n)]
         answers: list[str] = []
         for chunk in _batches(usamples, settings.batch_size):
-            answers += pipe.ask([s.image for s in chunk], [s.text for s in chunk], max_new_tokens=96)
+            answers += pipe.ask([s.image for s in chunk], [s.text for s in chunk], max_new_tokens=160)  # captions: <= 132 bytes
         report["understanding"] = understanding_accuracy([s.kind for s in usamples], answers,
                                                          [s.answer for s in usamples])
         report["understanding"]["examples"] = [
