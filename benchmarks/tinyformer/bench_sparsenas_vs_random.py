@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import statistics
+import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -135,8 +136,7 @@ def main() -> None:
     f = summary["final_model_on_device"]
     md = [f"# SparseNAS vs random search, {args.dataset}, stm32f746 limited to {args.flash_kb} KiB flash / "
           f"{args.sram_kb} KiB SRAM", "",
-          f"Command: `python benchmarks/tinyformer/bench_sparsenas_vs_random.py --dataset {args.dataset}"
-          f"{' --quick' if args.quick else ''}`; supernet {args.steps} sandwich steps; wall {wall / 60:.1f} min "
+          f"Command: `python benchmarks/tinyformer/bench_sparsenas_vs_random.py {' '.join(sys.argv[1:])}`; supernet {args.steps} sandwich steps; wall {wall / 60:.1f} min "
           f"({os.cpu_count()} shared CPUs).", "",
           "| seed | evaluations | strategy | best val acc | its test acc | est. instructions | flash B | fitting |",
           "|---|---|---|---|---|---|---|---|"]
