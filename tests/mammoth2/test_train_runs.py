@@ -165,8 +165,8 @@ def test_ddp_two_processes_agree_on_sharded_data(micro):
 
 def test_cli_eval_generate_ask(reference_run, tmp_path):
     from tuskml.core.cli import build_cli
-    from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
     from tuskml.plugins.mammoth2.configs_data import ShapesWorldConfig
+    from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
 
     cli = build_cli()
     runner = CliRunner()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tuskml.core.hookspecs import hookimpl
 
-
 # --- M1: AR side (backbones, generation experts, tokenizers) ---------------------------------------
 from tuskml.core.registry import ComponentSpec  # noqa: E402
 from tuskml.plugins.mammoth2 import configs_ar  # noqa: E402
