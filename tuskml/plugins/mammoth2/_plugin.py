@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tuskml.core.hookspecs import hookimpl
+from tuskml.core.registry import ComponentSpec
+from tuskml.plugins.mammoth2 import configs_ar, configs_data, configs_gen, configs_model
 
-# --- M1: AR side (backbones, generation experts, tokenizers) ---------------------------------------
-from tuskml.core.registry import ComponentSpec  # noqa: E402
-from tuskml.plugins.mammoth2 import configs_ar  # noqa: E402
+# --- AR side (backbones, generation experts, tokenizers) ---------------------------------------
 
 _M = "tuskml.plugins.mammoth2"
 
@@ -49,8 +49,7 @@ def tuskml_tokenizers():
                                     "(rotation trick or straight-through), conv decoder")
 
 
-# --- M2: generation side (aligners, decoders, latent codecs) ----------------------------------------
-from tuskml.plugins.mammoth2 import configs_gen  # noqa: E402
+# --- generation side (aligners, decoders, latent codecs) ----------------------------------------
 
 
 @hookimpl
@@ -85,8 +84,7 @@ def tuskml_codecs():
                         description="diffusers AutoencoderKL (local folder or config) with latent shift/scale")
 
 
-# --- M3: the composed model ------------------------------------------------------------------------
-from tuskml.plugins.mammoth2 import configs_model  # noqa: E402
+# --- the composed model ------------------------------------------------------------------------
 
 
 @hookimpl
@@ -97,8 +95,7 @@ def tuskml_models():
                                     "AR->diffusion aligner and single-stream DiT, trained with NTP + flow matching")
 
 
-# --- S1: data, evaluation and training (datasets, CLI) ----------------------------------------------
-from tuskml.plugins.mammoth2 import configs_data  # noqa: E402
+# --- data, evaluation and training (datasets, CLI) ----------------------------------------------
 
 
 @hookimpl
