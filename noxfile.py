@@ -103,7 +103,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job on embedded defaults (no servers, no downloads)."""
+    """The main job on embedded defaults (no servers, no downloads): `tuskml demo --quick`."""
     env = shared_env(session)
     session.run(_bin("tuskml"), "plugins", "list", env=env, external=True)
-    session.run(_bin("tuskml"), "components", "list", env=env, external=True)
+    session.run(_bin("tuskml"), "demo", "--quick", "--out", "runs/demo", *session.posargs, env=env, external=True)

@@ -66,6 +66,8 @@ def run_tinyformer(out: pathlib.Path, *, quick: bool, seed: int) -> dict[str, An
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, int):
