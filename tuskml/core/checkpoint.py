@@ -7,11 +7,12 @@ the same folder and are renamed into place, so a crash never leaves a half-writt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tuskml.core.config import ComponentConfig, component_name, kind_of_config, structure_config, unstructure_config
@@ -57,18 +58,38 @@ def save(module: Any, path: str | os.PathLike[str], *, config: ComponentConfig |
             raise CheckpointError(f"metadata key {key!r} is reserved (prefix {_PREFIX!r})")
         meta[key] = value
     p = pathlib.Path(path)
+    with atomic_path(p) as tmp:
+        save_model(module, tmp, metadata=meta)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield a temporary file name next to ``path``; when the block succeeds, fsync it and rename it
+    onto ``path``. A crash or an error leaves the old file (if any) untouched and no temp file."""
+    p = pathlib.Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     try:
-        save_model(module, tmp, metadata=meta)
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
-    return p
+
+
+def save_tensors(tensors: Mapping[str, Any], path: str | os.PathLike[str],
+                 metadata: Mapping[str, str] | None = None) -> pathlib.Path:
+    """Atomically write plain tensors (training state, optimizer moments) as safetensors."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                  metadata=dict(metadata) if metadata else None)
+    return pathlib.Path(path)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

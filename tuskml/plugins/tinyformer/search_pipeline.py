@@ -70,6 +70,7 @@ def _split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tens
 def run_search(opts: SearchRunOptions) -> dict[str, Any]:
     """Run every stage and write ``result.json``; returns its content."""
     import tuskml
+    from tuskml.core.checkpoint import save_tensors
     from tuskml.plugins.tinyformer.arch import restrict
     from tuskml.plugins.tinyformer.configs import TinyformerHybridConfig
     from tuskml.plugins.tinyformer.datasets import train_test
@@ -78,7 +79,7 @@ def run_search(opts: SearchRunOptions) -> dict[str, Any]:
     from tuskml.plugins.tinyformer.hardware_fit import measure, target_limits
     from tuskml.plugins.tinyformer.pareto import plot_fronts, write_json_atomic
     from tuskml.plugins.tinyformer.supernet import TinyformerHybridSpace
-    from tuskml.plugins.tinyformer.train_supernet import SupernetTrainingOptions, save_tensors_atomic, train_supernet
+    from tuskml.plugins.tinyformer.train_supernet import SupernetTrainingOptions, train_supernet
 
     if not 0.0 < opts.val_fraction < 1.0:
         raise SearchRunError(f"val_fraction must be in (0, 1), got {opts.val_fraction}")
@@ -151,7 +152,7 @@ def run_search(opts: SearchRunOptions) -> dict[str, Any]:
     recalibrate_bn(model, train.resized(res)[:512], 4)
     val_after = accuracy(model, val.resized(res), val.labels)
     float_acc = accuracy(model, test.resized(res), test.labels)
-    save_tensors_atomic({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors",
+    save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors",
                         metadata={"arch": json.dumps(cand.arch.to_dict()), "layers": json.dumps(cand.to_dict()["layers"])})
     _log(opts, f"fine-tuned: val {acc_before:.4f} -> {val_after:.4f}; float test accuracy {float_acc:.4f}")
 

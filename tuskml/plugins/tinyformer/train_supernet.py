@@ -23,7 +23,6 @@ import math
 import os
 import pathlib
 import random
-import tempfile
 from typing import Any, Literal
 
 import attrs
@@ -31,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from tuskml.core.checkpoint import save_tensors
 from tuskml.core.errors import CheckpointError, TuskmlError
 from tuskml.plugins.tinyformer.arch import CandidateSpace, HybridArch, extreme_arch, sample_arch
 from tuskml.plugins.tinyformer.datasets import ImageClassificationData
@@ -143,27 +143,7 @@ def save_checkpoint(path: str | os.PathLike[str], space: TinyformerHybridSpace, 
     meta = {"tuskml.tinyformer.kind": "supernet-training", "step": str(step),
             "space_config": config_to_json(space.config), "options": json.dumps(attrs.asdict(opts)),
             "losses": json.dumps(losses)}
-    return save_tensors_atomic(tensors, path, meta)
-
-
-def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str],
-                        metadata: dict[str, str] | None = None) -> pathlib.Path:
-    """``safetensors.torch.save_file`` to a temporary file in the same folder, then rename."""
-    from safetensors.torch import save_file
-
-    p = pathlib.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return save_tensors(tensors, path, meta)
 
 
 def load_checkpoint(path: str | os.PathLike[str], space: TinyformerHybridSpace,
