@@ -27,7 +27,8 @@ from tuskml.plugins.mammoth2.configs_gen import (
     LastLayerAlignerConfig,
     Mammoth2AlignerConfig,
 )
-from tuskml.plugins.mammoth2.dit import Attention, RMSNorm, SwiGLU, attention_mask_for_sdpa, swiglu_hidden_size
+from tuskml.plugins.mammoth2.dit import Attention, RMSNorm, attention_mask_for_sdpa, swiglu_hidden_size
+from tuskml.plugins.mammoth2.layers import SwiGLU
 
 
 def pack_by_mask(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

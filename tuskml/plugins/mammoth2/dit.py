@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuskml.plugins.mammoth2.configs_gen import GenerationInputError, Mammoth2DiTConfig
+from tuskml.plugins.mammoth2.layers import SwiGLU
 from tuskml.plugins.mammoth2.rope3d import RotaryEmbedding3D, apply_rotary, sequence_position_ids
 
 Rope = torch.Tensor  # complex rotations [B, S, head_dim / 2], see rope3d
@@ -38,19 +39,6 @@ def swiglu_hidden_size(dim: int, multiple_of: int, mult: float = 8 / 3) -> int:
     """The LLaMA/Lumina rule: about 8/3 * dim, rounded up to a multiple (keeps parameters ~ a 4x MLP)."""
     hidden = int(dim * mult)
     return multiple_of * math.ceil(hidden / multiple_of)
-
-
-class SwiGLU(nn.Module):
-    """w2(silu(w1 x) * w3 x)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class RMSNorm(nn.RMSNorm):
