@@ -97,7 +97,13 @@ def reference_run(micro):
     from tuskml.plugins.mammoth2.train import train
 
     out = micro.parent / "reference"
-    result = train(load_train_config(micro), out)
+    # the same intra-op thread count as the subprocess runs (ENV): float sums depend on it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(ENV["OMP_NUM_THREADS"]))
+    try:
+        result = train(load_train_config(micro), out)
+    finally:
+        torch.set_num_threads(threads)
     assert result["steps"] == TOTAL and result["ranks_agree"]
     return out
 
