@@ -215,13 +215,16 @@ class Mammoth2Model(nn.Module):
         seqs, targets, sources, und = [], [], [], []
         has_target, has_source, has_und = [], [], []
         tok = self.text_tokenizer
+        # one tokenizer pass for every image of the batch (per sample it dominated small-model steps)
+        to_encode = [im for s in samples if isinstance(s, (TextToImageSample, EditSample))
+                     for im in ((s.source, s.image) if isinstance(s, EditSample) else (s.image,))]
+        codes_iter = iter(self.visual_codes(torch.stack(to_encode)).cpu()) if to_encode else iter(())
         for i, s in enumerate(samples):
             if isinstance(s, TextToImageSample):
-                codes = self.visual_codes(s.image[None])[0].cpu()
-                seqs.append(self.layout.generation(tok.encode(s.prompt), codes))
+                seqs.append(self.layout.generation(tok.encode(s.prompt), next(codes_iter)))
             elif isinstance(s, EditSample):
-                both = self.visual_codes(torch.stack([s.source, s.image])).cpu()
-                seqs.append(self.layout.edit(both[0], tok.encode(s.instruction), both[1]))
+                source_codes, target_codes = next(codes_iter), next(codes_iter)
+                seqs.append(self.layout.edit(source_codes, tok.encode(s.instruction), target_codes))
             elif isinstance(s, UnderstandingSample):
                 if self.vision_encoder is None:
                     raise Mammoth2InputError(f"sample {i} asks about an image, but this model has no vision_encoder")
