@@ -21,7 +21,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from tuskml.core.errors import ConfigError, TuskmlError
+from tuskml.core.errors import ConfigError
 from tuskml.core.registry import KINDS, normalize_kind
 
 C = TypeVar("C")
@@ -213,7 +213,7 @@ def structure_config(data: Any, cls: type[C] | str, *, source: str = "") -> C:
         return get_converter().structure(data, target)
     except ConfigError:
         raise
-    except (TuskmlError, Exception) as exc:  # cattrs groups several; report them all with paths
+    except Exception as exc:  # cattrs groups several problems; report them all with their paths
         problems: list[tuple[str, str]] = []
         _collect_problems(exc, "", problems)
         where = f"{source}: " if source else ""
