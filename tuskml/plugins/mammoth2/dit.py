@@ -176,6 +176,20 @@ class FinalLayer(nn.Module):
         return self.linear(self.norm(x) * (1 + scale))
 
 
+def decoder_example_inputs(in_channels: int, patch_size: int, cond_dim: int, *, padding_row: tuple[bool, ...],
+                           with_reference: bool) -> tuple:
+    """Seeded inputs of the decoder interface for conformance checks: 2 samples of 4x4 patches, 5
+    condition tokens (the second sample masked as ``padding_row``), optionally one reference latent."""
+    g = torch.Generator().manual_seed(0)
+    size = 4 * patch_size
+    x_t = torch.randn(2, in_channels, size, size, generator=g)
+    t = torch.rand(2, generator=g)
+    cond = torch.randn(2, len(padding_row), cond_dim, generator=g)
+    cond_mask = torch.tensor([[True] * len(padding_row), list(padding_row)])
+    refs = [torch.randn(2, in_channels, size, size, generator=g)] if with_reference else None
+    return (x_t, t, cond, cond_mask, refs)
+
+
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C], patches row-major, each patch (pi, pj, c)."""
     b, c, h, w = x.shape
@@ -302,11 +316,6 @@ class Mammoth2DiT(nn.Module):
         return unpatchify(self.final(target, temb), p, channels, height, width)
 
     def example_inputs(self) -> tuple:
-        g = torch.Generator().manual_seed(0)
-        c, size = self.in_channels, 4 * self.patch_size
-        x_t = torch.randn(2, c, size, size, generator=g)
-        t = torch.rand(2, generator=g)
-        cond = torch.randn(2, 5, self.cond_dim, generator=g)
-        cond_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
-        refs = [torch.randn(2, c, size, size, generator=g)] if self.config.max_ref_images else None
-        return (x_t, t, cond, cond_mask, refs)
+        return decoder_example_inputs(self.in_channels, self.patch_size, self.cond_dim,
+                                      padding_row=(True, True, True, False, False),
+                                      with_reference=bool(self.config.max_ref_images))

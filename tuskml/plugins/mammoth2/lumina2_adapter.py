@@ -24,6 +24,7 @@ from torch import nn
 from tuskml.core.errors import ConfigError
 from tuskml.plugins.mammoth2.aligner import pack_by_mask
 from tuskml.plugins.mammoth2.configs_gen import GenerationInputError, Lumina2DecoderConfig
+from tuskml.plugins.mammoth2.dit import decoder_example_inputs
 
 
 def build_lumina2(config: Lumina2DecoderConfig) -> nn.Module:
@@ -117,11 +118,7 @@ class Lumina2Decoder(nn.Module):
         return self.transformer(x, t, cond, cond_mask, return_dict=False)[0]
 
     def example_inputs(self) -> tuple:
-        g = torch.Generator().manual_seed(0)
-        c, size = self.in_channels, 4 * self.patch_size
-        x_t = torch.randn(2, c, size, size, generator=g)
-        t = torch.rand(2, generator=g)
-        cond = torch.randn(2, 5, self.cond_dim, generator=g)
-        cond_mask = torch.tensor([[True] * 5, [True, False, True, False, False]])
-        refs = [torch.randn(2, c, size, size, generator=g)] if self.num_ref_slots else None
-        return (x_t, t, cond, cond_mask, refs)
+        # padding in the middle of the row: the adapter must move real tokens to the front
+        return decoder_example_inputs(self.in_channels, self.patch_size, self.cond_dim,
+                                      padding_row=(True, False, True, False, False),
+                                      with_reference=bool(self.num_ref_slots))

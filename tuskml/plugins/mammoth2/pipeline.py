@@ -100,6 +100,20 @@ def image_tensor(image: Any, size: int) -> torch.Tensor:
     return arr / 127.5 - 1.0
 
 
+def _image_text_pairs(image: Any, text: Any, verb: str, noun: str) -> tuple[bool, list[Any], list[Any]]:
+    """(single?, images, texts): one image with many texts, or many images with one text, is
+    broadcast; otherwise the two lists must have the same length."""
+    single = not isinstance(image, (list, tuple)) and isinstance(text, str)
+    images, texts = _as_list(image), _as_list(text)
+    if len(images) == 1 and len(texts) > 1:
+        images = images * len(texts)
+    if len(texts) == 1 and len(images) > 1:
+        texts = texts * len(images)
+    if len(images) != len(texts):
+        raise Mammoth2InputError(f"{verb} got {len(images)} images but {len(texts)} {noun}")
+    return single, images, texts
+
+
 def _as_list(x: Any) -> list[Any]:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
@@ -396,14 +410,7 @@ class Mammoth2Pipeline:
         and the DiT as a reference latent; the DiT uses dual guidance (``image_guidance`` toward the
         source, ``text_guidance`` toward the instruction). Returns a PIL image (a list for lists)."""
         check_sampling_args(temperature, top_k, top_p)
-        single = not isinstance(image, (list, tuple)) and isinstance(instruction, str)
-        images, instructions = _as_list(image), _as_list(instruction)
-        if len(images) == 1 and len(instructions) > 1:
-            images = images * len(instructions)
-        if len(instructions) == 1 and len(images) > 1:
-            instructions = instructions * len(images)
-        if len(images) != len(instructions):
-            raise Mammoth2InputError(f"edit got {len(images)} images but {len(instructions)} instructions")
+        single, images, instructions = _image_text_pairs(image, instruction, "edit", "instructions")
         model = self.model
         size = model.config.image_size
         src = torch.stack([image_tensor(im, size) for im in images]).to(self.device)
@@ -436,14 +443,7 @@ class Mammoth2Pipeline:
                                      "use a config with vision_encoder set (e.g. the 'tiny' preset)")
         if max_new_tokens < 1:
             raise Mammoth2InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        single = not isinstance(image, (list, tuple)) and isinstance(question, str)
-        images, questions = _as_list(image), _as_list(question)
-        if len(images) == 1 and len(questions) > 1:
-            images = images * len(questions)
-        if len(questions) == 1 and len(images) > 1:
-            questions = questions * len(images)
-        if len(images) != len(questions):
-            raise Mammoth2InputError(f"ask got {len(images)} images but {len(questions)} questions")
+        single, images, questions = _image_text_pairs(image, question, "ask", "questions")
         size = model.config.image_size
         pixels = torch.stack([image_tensor(im, size) for im in images]).to(self.device)
         tok = model.text_tokenizer
