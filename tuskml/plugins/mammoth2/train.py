@@ -28,6 +28,7 @@ import os
 import pathlib
 import resource
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -589,7 +590,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    print(json.dumps(result))
+    # one write of line + newline: under torchrun every rank shares this stdout, and a single pipe
+    # write below PIPE_BUF is atomic, so ranks' result lines never interleave (print() writes twice)
+    line = (json.dumps(result) + "\n").encode()
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line)
 
 
 if __name__ == "__main__":
