@@ -9,12 +9,21 @@
   :func:`fixedpoint.quantize_multiplier`; the float-free integer semantics are in ``ir.py``.
 * GELU/SiLU/sigmoid/... become 256-entry lookup tables; LayerNorm and softmax get the integer
   parameters of ``fixedpoint.layer_norm_int`` / ``softmax_int``.
+* Before calibration, :func:`equalize_depthwise_inputs` rescales the channels of every tensor that
+  a conv/linear writes and only a depthwise conv reads (the MBConv ``expand -> dw`` pair), so that
+  each channel uses the whole int8 range of the tensor. BN folding after a near-dead expand channel
+  otherwise leaves a channel whose values are a few quantisation steps wide feeding depthwise
+  weights 30x larger than its neighbours', and the per-tensor int8 activation loses it (measured on
+  the digits search model: relative error 0.03 -> 0.26 in one depthwise layer, test accuracy
+  99.3 % float -> 96.9 % int8). The float function is unchanged; the integer graph keeps the TFLite
+  form (per-tensor activations, per-channel weights), only the requant multipliers differ.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import numpy as np
 
 from tuskml.backends.sparse_engine import fixedpoint as fp
@@ -51,14 +60,113 @@ def quantize_weights_per_channel(w: np.ndarray, axis: int = 0) -> tuple[np.ndarr
     return np.moveaxis(q, 0, axis), scale
 
 
+#: Largest factor a channel is scaled up by in :func:`equalize_depthwise_inputs`.
+MAX_EQUALIZATION_SCALE = 1024.0
+_EQUALIZABLE_ACTIVATIONS = ("none", "relu", "relu6")
+
+
+def _graph_layout_inputs(graph: Graph, calibration_inputs: Any) -> np.ndarray:
+    x = np.asarray(calibration_inputs.detach().cpu().numpy() if hasattr(calibration_inputs, "detach") else calibration_inputs)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise QuantizationError("calibration_inputs is empty: pass at least one sample [N, ...]")
+    return to_graph_layout(graph, x)
+
+
+def _run_calibration(graph: Graph, x: np.ndarray, batch_size: int, observe: Any) -> None:
+    graph_batch = graph.tensors[graph.inputs[0]].shape[0]
+    step = max(graph_batch, (batch_size // graph_batch) * graph_batch)
+    usable = (x.shape[0] // graph_batch) * graph_batch
+    if usable == 0:
+        raise QuantizationError(f"need at least {graph_batch} calibration samples (the graph batch size)")
+    for i in range(0, usable, step):
+        run_float(graph, x[i:i + step], observe=observe)
+
+
+def equalization_pairs(graph: Graph) -> list[tuple[Node, Node]]:
+    """(producer, depthwise consumer) pairs whose shared tensor's channels can be rescaled exactly.
+
+    The producer is a ``conv2d``/``fully_connected`` (per-output-channel weights and bias) with no
+    activation, ReLU or ReLU6 fused, and its output is read only by one ``depthwise_conv2d``
+    (per-channel weights), so scaling producer row ``c`` by ``s`` and depthwise channel ``c`` by
+    ``1/s`` leaves the float function unchanged while the observed range stays below the clip.
+    """
+    pairs = []
+    for node in graph.nodes:
+        if node.op not in ("conv2d", "fully_connected") or len(node.inputs) < 3:
+            continue
+        if node.attrs.get("activation", "none") not in _EQUALIZABLE_ACTIVATIONS:
+            continue
+        out = node.outputs[0]
+        users = graph.consumers(out)
+        if out in graph.outputs or len(users) != 1 or users[0].op != "depthwise_conv2d" or users[0].inputs[0] != out:
+            continue
+        dw_w = graph.tensors[users[0].inputs[1]]
+        if dw_w.data is None or dw_w.data.ndim != 3 or dw_w.shape[2] != graph.tensors[node.inputs[1]].shape[0]:
+            continue
+        pairs.append((node, users[0]))
+    return pairs
+
+
+def equalize_depthwise_inputs(graph: Graph, calibration_inputs: Any, batch_size: int = 16) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A copy of the float ``graph`` where every :func:`equalization_pairs` tensor has each channel
+    scaled so that its observed range fills the tensor's observed range; returns (graph, scales).
+
+    Channel ``c`` of the tensor ``t`` between producer ``P`` and depthwise ``D`` gets
+    ``s[c] = clip(hi / max_c, 1, MAX_EQUALIZATION_SCALE)`` for non-negative (ReLU/ReLU6) tensors, or
+    ``min(hi / max_c, lo / min_c)`` for signed ones, where ``[lo, hi]`` is the whole tensor's
+    observed range: ``P``'s weight row and bias are multiplied by ``s[c]``, ``D``'s weights of
+    channel ``c`` divided by it. A ReLU6 clip is never reached by a scaled channel on the
+    calibration data (its scaled maximum is ``hi <= 6``), so the function is the same there; beyond
+    it the int8 tensor clips at ``hi`` anyway. Dead channels (all zero) keep ``s = 1``.
+    """
+    if graph.quantized:
+        raise QuantizationError("equalize_depthwise_inputs needs the float graph")
+    pairs = equalization_pairs(graph)
+    if not pairs:
+        return graph, {}
+    x = _graph_layout_inputs(graph, calibration_inputs)
+    watched = {p.outputs[0] for p, _ in pairs}
+    ch_lo: dict[str, np.ndarray] = {}
+    ch_hi: dict[str, np.ndarray] = {}
+
+    def observe(name: str, value: np.ndarray) -> None:
+        if name not in watched:
+            return
+        v = value.reshape(-1, value.shape[-1])
+        lo, hi = v.min(axis=0), v.max(axis=0)
+        ch_lo[name] = lo if name not in ch_lo else np.minimum(ch_lo[name], lo)
+        ch_hi[name] = hi if name not in ch_hi else np.maximum(ch_hi[name], hi)
+
+    _run_calibration(graph, x, batch_size, observe)
+    tensors = dict(graph.tensors)
+    scales: dict[str, np.ndarray] = {}
+    for prod, dw in pairs:
+        name = prod.outputs[0]
+        lo_c, hi_c = ch_lo[name].astype(np.float64), ch_hi[name].astype(np.float64)
+        lo, hi = min(float(lo_c.min()), 0.0), max(float(hi_c.max()), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up = np.where(hi_c > 0, hi / hi_c, np.inf)
+            down = np.where(lo_c < 0, lo / lo_c, np.inf)
+        s = np.minimum(up, down)
+        s = np.where(np.isfinite(s), np.clip(s, 1.0, MAX_EQUALIZATION_SCALE), 1.0)
+        if np.all(s == 1.0):
+            continue
+        scales[name] = s
+        w, b, dw_w = (graph.tensors[n] for n in (prod.inputs[1], prod.inputs[2], dw.inputs[1]))
+        bshape = (-1,) + (1,) * (w.data.ndim - 1)
+        tensors[w.name] = attrs.evolve(w, data=(w.data.astype(np.float64) * s.reshape(bshape)).astype(w.data.dtype))
+        tensors[b.name] = attrs.evolve(b, data=(b.data.astype(np.float64) * s).astype(b.data.dtype))
+        tensors[dw_w.name] = attrs.evolve(dw_w, data=(dw_w.data.astype(np.float64) / s).astype(dw_w.data.dtype))
+    if not scales:
+        return graph, {}
+    return attrs.evolve(graph, tensors=tensors, nodes=list(graph.nodes)), scales
+
+
 def calibrate(graph: Graph, calibration_inputs: Any, batch_size: int = 16) -> dict[str, tuple[float, float]]:
     """Observed (min, max) of every activation of the float graph; inputs are in torch layout."""
     if graph.quantized:
         raise QuantizationError("calibrate needs the float graph")
-    x = np.asarray(calibration_inputs.detach().cpu().numpy() if hasattr(calibration_inputs, "detach") else calibration_inputs)
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise QuantizationError("calibration_inputs is empty: pass at least one sample [N, ...]")
-    x = to_graph_layout(graph, x)
+    x = _graph_layout_inputs(graph, calibration_inputs)
     ranges: dict[str, tuple[float, float]] = {}
 
     def observe(name: str, value: np.ndarray) -> None:
@@ -68,13 +176,7 @@ def calibrate(graph: Graph, calibration_inputs: Any, batch_size: int = 16) -> di
         old = ranges.get(name)
         ranges[name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
-    graph_batch = graph.tensors[graph.inputs[0]].shape[0]
-    step = max(graph_batch, (batch_size // graph_batch) * graph_batch)
-    usable = (x.shape[0] // graph_batch) * graph_batch
-    if usable == 0:
-        raise QuantizationError(f"need at least {graph_batch} calibration samples (the graph batch size)")
-    for i in range(0, usable, step):
-        run_float(graph, x[i:i + step], observe=observe)
+    _run_calibration(graph, x, batch_size, observe)
     return ranges
 
 
@@ -225,12 +327,18 @@ class _Quantizer:
             raise QuantizationError(f"layer {node.module_path!r}: no quantisation rule for op {op!r}")
 
 
-def quantize_graph(graph: Graph, calibration_inputs: Any, *, batch_size: int = 16) -> Graph:
-    """Calibrate the float ``graph`` on ``calibration_inputs`` (torch layout, e.g. NCHW) -> integer graph."""
+def quantize_graph(graph: Graph, calibration_inputs: Any, *, batch_size: int = 16, equalize: bool = True) -> Graph:
+    """Calibrate the float ``graph`` on ``calibration_inputs`` (torch layout, e.g. NCHW) -> integer graph.
+
+    ``equalize``: first rescale the channels feeding depthwise convs (:func:`equalize_depthwise_inputs`;
+    the float function is unchanged, ``graph`` itself is never modified).
+    """
     if graph.quantized:
         raise QuantizationError(f"graph {graph.name!r} is already quantized")
     if len(graph.inputs) != 1:
         raise QuantizationError(f"quantize_graph supports single-input graphs, {graph.name!r} has {len(graph.inputs)}")
+    if equalize:
+        graph, _ = equalize_depthwise_inputs(graph, calibration_inputs, batch_size)
     ranges = calibrate(graph, calibration_inputs, batch_size)
     return _Quantizer(graph, ranges).run()
 
