@@ -143,7 +143,7 @@ class Kernels:
         if depthwise and in_place:
             buf = np.zeros(max(x.size, out.size), np.int8)
             buf[:x.size] = x.reshape(-1)
-            scratch = np.zeros(h * wd, np.int8)
+            scratch = np.zeros(self.lib.tk_depthwise_inplace_scratch_bytes(C.byref(p)), np.int8)
             self.lib.tk_depthwise_conv2d_s8_inplace(C.byref(p), ptr(buf, I8), ptr(scratch, I8))
             out = buf[:out.size].reshape(out.shape).copy()
         elif depthwise:

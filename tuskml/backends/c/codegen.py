@@ -321,10 +321,11 @@ def _lower_conv_like(em: _Emitter, node: Any, idx: int, in_place: bool) -> tuple
             if oh * ow > h * wd:
                 raise CodegenError(f"node {node.name!r}: in-place depthwise needs an output no larger than its input")
             planned = em.node_scratch.get(node.name)
-            if planned is not None and int(planned[1]) >= h * wd:
+            needed = (4 if c >= 4 else 1) * h * wd  # tk_depthwise_inplace_scratch_bytes
+            if planned is not None and int(planned[1]) >= needed:
                 scratch = f"(tk_arena + {int(planned[0])})"  # the planner's scratch for this node
             else:
-                em.need_scratch(h * wd)
+                em.need_scratch(needed)
                 scratch = "(int8_t*)tk_scratch"
             return [f"tk_depthwise_conv2d_s8_inplace(&{prefix}_params, {yp}, {scratch});"], \
                 "tk_depthwise_conv2d_s8_inplace", False

@@ -39,7 +39,10 @@ void tk_conv2d_s8_brl(const tk_conv_params* p, const tk_fc_params* brl, const in
                       uint32_t* scratch, int32_t use_dsp);
 void tk_depthwise_conv2d_s8(const tk_conv_params* p, const int8_t* in, int8_t* out);
 /* Depthwise conv whose output overwrites its input (same arena offset), as the memory planner may
- * arrange: one input channel at a time is saved to scratch (in_h*in_w bytes) and then overwritten. */
+ * arrange: four input channels at a time (then single channels) are saved to a word-aligned scratch
+ * of tk_depthwise_inplace_scratch_bytes(p) bytes (4*in_h*in_w, or in_h*in_w when in_c < 4) and
+ * then overwritten. */
+int32_t tk_depthwise_inplace_scratch_bytes(const tk_conv_params* p);
 void tk_depthwise_conv2d_s8_inplace(const tk_conv_params* p, int8_t* buf, int8_t* scratch);
 
 #endif

@@ -41,6 +41,19 @@ static inline __attribute__((always_inline)) int32_t tk_smlad(uint32_t a, uint32
     return r;
 }
 
+/* SMLABB / SMLATT: acc + lo(a)*lo(b) (BB) or hi(a)*hi(b) (TT), int16 lanes, int32 accumulate (wraps). */
+static inline __attribute__((always_inline)) int32_t tk_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+    int32_t r;
+    __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+
+static inline __attribute__((always_inline)) int32_t tk_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+    int32_t r;
+    __asm__("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+
 /* PKHBT: low half from a, high half from (b << 16). */
 static inline __attribute__((always_inline)) uint32_t tk_pkhbt16(uint32_t a, uint32_t b) {
     uint32_t r;
@@ -87,6 +100,14 @@ static inline int32_t tk_smlad(uint32_t a, uint32_t b, int32_t acc) {
     /* Each product fits int32; the sum wraps modulo 2^32 exactly like the instruction's result. */
     uint32_t sum = (uint32_t)acc + (uint32_t)(a_lo * b_lo) + (uint32_t)(a_hi * b_hi);
     return (int32_t)sum;
+}
+
+static inline int32_t tk_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a & 0xFFFFu) * (int32_t)(int16_t)(b & 0xFFFFu)));
+}
+
+static inline int32_t tk_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a >> 16) * (int32_t)(int16_t)(b >> 16)));
 }
 
 static inline uint32_t tk_pkhbt16(uint32_t a, uint32_t b) {
