@@ -1,18 +1,22 @@
 """Estimated Cortex-M instructions per layer, dense vs block-sparse, to choose a format per layer.
 
 This is an *estimate* (a linear model of loop bodies), not a measurement: the exact counts come from
-the emulator (E3's ``run_unicorn``) and ``benchmarks/sparseengine/bench_kernels.py``. The constants
-are instructions per unit of work for the kernels described in ``backends/c`` (portable C and the
-SXTB16/SMLAD DSP path) and can be refitted from those benchmarks by passing another
-:class:`CostModel`.
+the emulator (``tuskml.mcu_targets.emulators.run_unicorn``, per generated layer function). The
+DSP-path constants are a least-squares fit to those exact counts
+(``benchmarks/tinyformer/calibrate_cost_model.py``, results in
+``benchmarks/results/tinyformer_cost_model_calibration.{json,md}``): whole-model estimates of
+held-out search-space models land within a few percent of the measured count. Another
+:class:`CostModel` can be passed to refit.
 
 Dense matrix kernel (``O x K`` weights, ``R`` rows of input):
-    ``R * (O * (row_overhead + requant) + O * K * mac)``
+    ``R * (O * (row_overhead + requant) + K * widen + O * K * mac)``
 Block-sparse kernel (BRL, block ``B``, ``nnzb`` stored blocks):
-    ``R * (O * (row_overhead + requant + sparse_row_overhead) + nnzb * (block_overhead + B * mac_b))``
+    ``R * (O * sparse_output + nnzb * (block_overhead + B * mac_b))``
 where ``mac`` is the per-MAC cost of the dense path and ``mac_b`` the per-MAC cost inside a block
-(DSP only when ``B`` is a multiple of 4, as the SMLAD inner loop needs 4-byte groups); with two or
-more rows the C kernel walks the BRL stream once per pair of rows (``block_overhead_paired``).
+(DSP only when ``B`` is a multiple of 4, as the SMLAD inner loop needs 4-byte groups).
+Depthwise conv (4 channels per step, taps clipped to the image once per output pixel):
+``C * (taps * dw_tap + kernel_rows * dw_kernel_row + OH*OW * dw_output + H*W * dw_input)``, counting
+only the taps and kernel rows that fall inside the image (the kernel skips the others).
 """
 
 from __future__ import annotations
@@ -30,25 +34,38 @@ from tuskml.backends.sparse_engine.sparse_format import BlockRunLengthMatrix
 class CostModel:
     """Instructions per unit of work.
 
-    Matrix-kernel defaults are a least-squares fit to the exact counts of the C kernels on the
-    emulated Cortex-M7 in ``benchmarks/results/bench_kernels.md`` (linear 256x256 and conv 1x1
-    16x16x64->64, block sizes 4/8/16, sparsity 0-90%); they reproduce those counts within ~10%.
-    The other per-element constants are hand estimates.
+    DSP-path defaults (``mac_dsp``, ``row_overhead + requant``, ``widen``, ``sparse_output``,
+    ``block_overhead*``, ``mac_block``, ``dw_*``, ``conv_gather_tap`` and the per-element ops) are a
+    fit to exact emulator counts of the C backend on the Cortex-M7 (gcc -O2, SXTB16/SMLAD path)
+    over search-space models of ``tinyformer-hybrid`` (see the module docstring). The portable
+    (non-DSP) matrix cost ``mac_portable`` and the pools are hand estimates, not yet calibrated.
+    ``conv_gather_tap`` comes from single-channel stems only (the rest of that conv is the matrix cost).
     """
 
-    mac_portable: float = 5.5  # fitted: portable dense kernel
-    mac_dsp: float = 1.81  # fitted: SXTB16/SMLAD dense kernel
-    row_overhead: float = 30.0  # per output value: bias, pointers, loop, store (fitted with requant)
-    requant: float = 19.0  # MultiplyByQuantizedMultiplier + zp + clamp
-    sparse_row_overhead: float = 8.0  # per output value, extra walking the BRL row header
-    block_overhead: float = 6.0  # per stored block, one input row (run load, pointer bump, loop)
-    block_overhead_paired: float = 2.5  # per stored block and row when two rows share the walk
-    mac_block: float = 1.72  # per MAC inside a block whose size is a multiple of 4 (SMLAD loop)
-    elementwise: float = 12.0  # per element of add/mul/requantize (two requants amortised)
-    lut: float = 4.0  # per element of a table lookup
-    copy: float = 1.0  # per byte of transpose/reshape/concat data movement
-    softmax: float = 30.0  # per element (table lookup, sum, division)
-    layer_norm: float = 40.0  # per element (two passes, division, requant)
+    mac_portable: float = 5.5  # portable dense kernel (older fit on bench_kernels, not recalibrated)
+    mac_dsp: float = 1.189  # SXTB16/SMLAD dense kernel, per MAC
+    row_overhead: float = 29.01  # per output value: bias, pointers, loop, store
+    requant: float = 19.0  # MultiplyByQuantizedMultiplier + zp + clamp (row_overhead + requant = 48.01 fitted)
+    widen: float = 2.717  # per input element per row: widening the input to int16 pairs (dense path)
+    sparse_output: float = 19.34  # per output value of the BRL kernel (row header, requant)
+    block_overhead: float = 1.932  # per stored block and input row (run load, pointer bump, loop)
+    block_overhead_paired: float = 1.932  # kept for callers that set it; the fit found no separate term
+    mac_block: float = 2.078  # per MAC inside a block whose size is a multiple of 4 (SMLAD loop)
+    dw_tap: float = 6.19  # depthwise, per in-bounds tap and channel (4 channels per SXTB16/SMLAxy step)
+    dw_kernel_row: float = 10.09  # depthwise, per in-bounds kernel row, output pixel and channel
+    dw_output: float = 41.62  # depthwise, per output value (tap clipping, requant)
+    dw_input: float = 1.05  # depthwise, per input value (the in-place variant's channel copy, averaged)
+    conv_gather_tap: float = 105.5  # general (k x k) conv: per output pixel and kernel tap, gathering the patch
+    add: float = 110.6  # per element of a quantized add (two input rescales + output requant)
+    elementwise: float = 110.6  # per element of mul/requantize (assumed like add; not measured)
+    lut: float = 5.53  # per element of a table lookup
+    copy: float = 11.36  # per element of a transpose
+    concat: float = 37.62  # per element of a concat (per-input requant)
+    softmax: float = 35.03  # per element (table lookup, sum, division)
+    layer_norm: float = 78.39  # per element (two passes, division, requant)
+    mean: float = 50.1  # per input element of a mean over axes
+    bmm_mac: float = 3.779  # batch_matmul (activation x activation), per MAC
+    bmm_output: float = 75.06  # batch_matmul, per output value
 
 
 DEFAULT_COST_MODEL = CostModel()
@@ -95,13 +112,31 @@ def _rows(graph: Graph, node: Node) -> int:
 def matrix_cost(rows: int, o: int, k: int, *, nnzb: int | None = None, block: int = 0, dsp: bool = True,
                 model: CostModel = DEFAULT_COST_MODEL) -> float:
     """Dense cost (``nnzb is None``) or block-sparse cost of ``rows`` products with an ``[o, k]`` matrix."""
-    per_row = o * (model.row_overhead + model.requant)
     if nnzb is None:
         mac = model.mac_dsp if dsp else model.mac_portable
-        return rows * (per_row + o * k * mac)
+        return rows * (o * (model.row_overhead + model.requant) + k * model.widen + o * k * mac)
     mac_b = model.mac_block if (dsp and block % 4 == 0) else model.mac_portable
     overhead = model.block_overhead_paired if rows >= 2 else model.block_overhead
-    return rows * (per_row + o * model.sparse_row_overhead + nnzb * (overhead + block * mac_b))
+    return rows * (o * model.sparse_output + nnzb * (overhead + block * mac_b))
+
+
+def _in_bounds_taps(size: int, out: int, stride: int, pad: int, k: int, dilation: int) -> int:
+    """Over all ``out`` output positions of one axis, the kernel taps that land inside ``[0, size)``."""
+    return sum(1 for o in range(out) for t in range(k) if 0 <= o * stride - pad + t * dilation < size)
+
+
+def depthwise_cost(graph: Graph, node: Node, model: CostModel = DEFAULT_COST_MODEL) -> float:
+    """The depthwise kernel skips out-of-image taps, so the cost follows the in-bounds taps, not MACs."""
+    n, h, w, _ = graph.tensors[node.inputs[0]].shape
+    kh, kw, c = graph.tensors[node.inputs[1]].shape
+    _, oh, ow, _ = graph.tensors[node.outputs[0]].shape
+    stride = tuple(node.attrs.get("stride", (1, 1)))
+    pad = tuple(node.attrs.get("padding", (0, 0, 0, 0)))
+    dil = tuple(node.attrs.get("dilation", (1, 1)))
+    rows_h = _in_bounds_taps(h, oh, stride[0], pad[0], kh, dil[0])
+    cols_w = _in_bounds_taps(w, ow, stride[1], pad[1], kw, dil[1])  # padding is (top, left, bottom, right)
+    return n * c * (rows_h * cols_w * model.dw_tap + rows_h * ow * model.dw_kernel_row + oh * ow * model.dw_output
+                    + h * w * model.dw_input)
 
 
 def layer_cost(graph: Graph, node: Node, *, block: int | None = None, dsp: bool = True,
@@ -132,20 +167,28 @@ def layer_cost(graph: Graph, node: Node, *, block: int | None = None, dsp: bool 
                 nnzb = int(np.any(padded.reshape(o, kp // b, b) != 0, axis=2).sum())
                 sparse = matrix_cost(rows, o, k, nnzb=nnzb, block=b, dsp=dsp, model=model)
             return LayerCost(node=node.name, op=op, macs=macs, dense=dense, sparse=sparse, block=b)
-        mac = model.mac_dsp if (dsp and op == "conv2d") else model.mac_portable
-        dense = macs * mac + n_out * model.requant
-        return LayerCost(node=node.name, op=op, macs=macs, dense=dense, sparse=None)
+        if op == "depthwise_conv2d":
+            return LayerCost(node=node.name, op=op, macs=macs, dense=depthwise_cost(graph, node, model), sparse=None)
+        if dsp:  # im2col one pixel at a time (a memcpy/memset per tap), then a one-row matrix product
+            o, kh, kw = w.shape[0], w.shape[1], w.shape[2]
+            pixels = n_out // o
+            dense = pixels * (kh * kw * model.conv_gather_tap + matrix_cost(1, o, k, dsp=True, model=model))
+            return LayerCost(node=node.name, op=op, macs=macs, dense=dense, sparse=None)
+        return LayerCost(node=node.name, op=op, macs=macs, dense=macs * model.mac_portable + n_out * model.requant,
+                         sparse=None)
     if op == "batch_matmul":
         k = graph.tensors[node.inputs[0]].shape[-1]
         macs = n_out * k
-        return LayerCost(node=node.name, op=op, macs=macs,
-                         dense=macs * (model.mac_dsp if dsp else model.mac_portable) + n_out * model.requant, sparse=None)
-    per_element = {"add": model.elementwise, "mul": model.elementwise, "requantize": model.elementwise,
+        mac = model.bmm_mac if dsp else model.mac_portable
+        return LayerCost(node=node.name, op=op, macs=macs, dense=macs * mac + n_out * model.bmm_output, sparse=None)
+    per_element = {"add": model.add, "mul": model.elementwise, "requantize": model.elementwise,
                    "lut": model.lut, "softmax": model.softmax, "layer_norm": model.layer_norm,
-                   "transpose": model.copy, "concat": model.copy, "reshape": 0.0}.get(op)
+                   "transpose": model.copy, "concat": model.concat, "reshape": 0.0}.get(op)
     if per_element is not None:
         return LayerCost(node=node.name, op=op, macs=0, dense=n_out * per_element, sparse=None)
-    if op in ("avg_pool2d", "max_pool2d", "mean"):
+    if op == "mean":
+        return LayerCost(node=node.name, op=op, macs=0, dense=graph.tensors[node.inputs[0]].size * model.mean, sparse=None)
+    if op in ("avg_pool2d", "max_pool2d"):
         x = graph.tensors[node.inputs[0]]
         return LayerCost(node=node.name, op=op, macs=0, dense=x.size * 3.0 + n_out * model.requant, sparse=None)
     return LayerCost(node=node.name, op=op, macs=0, dense=float(n_out), sparse=None)

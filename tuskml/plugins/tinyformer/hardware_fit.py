@@ -62,13 +62,14 @@ class Measurement:
     dense_instructions: int  # estimated, every layer dense
     sparse_layers: int
     reason: str | None
+    over: tuple[str, ...] = ()  # the limits it breaks: "flash", "sram", "instructions"
 
     @property
     def fits(self) -> bool:
         return self.reason is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**attrs.asdict(self), "fits": self.fits}
+        return {**attrs.asdict(self), "over": list(self.over), "fits": self.fits}
 
 
 def measure_deployable(dep: Any, limits: TargetLimits) -> Measurement:
@@ -78,19 +79,22 @@ def measure_deployable(dep: Any, limits: TargetLimits) -> Measurement:
     dense = int(round(sum(dep.costs[n].dense if n in dep.costs else v for n, v in est.items())))
     flash = int(dep.footprint.flash_bytes)
     sram = int(dep.footprint.arena_bytes) + limits.stack_bytes
-    problems = []
+    problems, over = [], []
     if flash > limits.flash_bytes:
+        over.append("flash")
         top = ", ".join(f"{x.module_path or x.node} ({x.flash_bytes} B)" for x in dep.footprint.largest_flash_layers(2))
         problems.append(f"flash {flash} B > {limits.flash_bytes} B (largest: {top})")
     if sram > limits.sram_bytes:
+        over.append("sram")
         problems.append(f"SRAM {sram} B (arena {dep.footprint.arena_bytes} B + stack {limits.stack_bytes} B) > "
                         f"{limits.sram_bytes} B")
     if limits.max_instructions and instructions > limits.max_instructions:
+        over.append("instructions")
         problems.append(f"instructions {instructions} > {limits.max_instructions}")
     sparse_layers = sum(1 for x in dep.footprint.layers if x.sparse)
     return Measurement(flash_bytes=flash, sram_bytes=sram, arena_bytes=int(dep.footprint.arena_bytes),
                        instructions=instructions, dense_instructions=dense, sparse_layers=sparse_layers,
-                       reason="; ".join(problems) or None)
+                       reason="; ".join(problems) or None, over=tuple(over))
 
 
 def measure(model: nn.Module, calibration: torch.Tensor, limits: TargetLimits, *,
