@@ -31,6 +31,7 @@ FAMILIES: dict[str, list[str]] = {
     "tinygrad": ["tests/sparseengine/test_tinygrad.py"],
     "emulator": ["tests/mcu_targets", "tests/sparseengine/test_deploy.py"],
     "tinyformer": ["tests/tinyformer"],
+    "demo": ["tests/demo"],
 }
 
 nox.options.default_venv_backend = "none"
@@ -62,7 +63,7 @@ def shared_env(session: nox.Session) -> dict[str, str]:
 @nox.session
 @nox.parametrize("family", list(FAMILIES))
 def tests(session: nox.Session, family: str) -> None:
-    """pytest for one leg of the matrix: core, mammoth2, sparseengine, c, tinygrad, emulator, tinyformer."""
+    """pytest for one leg of the matrix: core, mammoth2, sparseengine, c, tinygrad, emulator, tinyformer, demo."""
     env = shared_env(session)
     args = FAMILIES[family]
     missing = [a for a in args if not a.startswith("-") and not (ROOT / a).exists()]

@@ -16,9 +16,12 @@ def tuskml_cli_commands(cli: click.Group) -> None:
     @click.option("--only", type=click.Choice(["mammoth2", "tinyformer"]), default=None,
                   help="Run one half only.")
     @click.option("--seed", type=int, default=0, show_default=True)
-    def demo(quick: bool, out: str, only: str | None, seed: int) -> None:
+    @click.option("--threads", type=click.IntRange(min=1), default=None,
+                  help="torch threads [default: OMP_NUM_THREADS, else the cores the load average leaves idle]")
+    def demo(quick: bool, out: str, only: str | None, seed: int, threads: int | None) -> None:
         """Train a tiny mammoth2 on the shapes world and deploy a tinyformer model to an emulated
         Cortex-M7: sample grids, GenEvalMini report, accuracy/flash/SRAM/instructions, index.html."""
         from tuskml.plugins.demo.run import run_demo
+        from tuskml.plugins.demo.timing import process_age_seconds
 
-        run_demo(out, quick=quick, only=only, seed=seed)
+        run_demo(out, quick=quick, only=only, seed=seed, threads=threads, startup_seconds=process_age_seconds())
