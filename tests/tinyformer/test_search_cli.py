@@ -14,7 +14,7 @@ def test_search_end_to_end_on_the_emulated_target(tmp_path):
     args = ["tinyformer", "search", "--dataset", "digits", "--target", "stm32f746", "--out", str(out),
             "--resolutions", "16", "--width-mults", "0.5,1.0", "--supernas-samples", "2", "--supernet-steps", "4",
             "--batch-size", "32", "--population", "2", "--generations", "1", "--compare-random",
-            "--finetune-steps", "3", "--device-samples", "3", "--device-chunk", "2", "--quiet"]
+            "--finetune-steps", "4", "--min-sparsity", "0.5", "--device-samples", "3", "--device-chunk", "2", "--quiet"]
     res = CliRunner().invoke(build_cli(), args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     r = json.loads((out / "result.json").read_text())
@@ -46,6 +46,9 @@ def test_search_end_to_end_on_the_emulated_target(tmp_path):
             assert block_sparsity(w, choice["block"]) >= choice["sparsity"] - 0.5 / (w.shape[0]), path
             checked += 1
     assert checked or all(c["sparsity"] == 0 for c in r["sparsity"].values())
+    # --min-sparsity: every layer is deployed at least that sparse, and the searched plan is kept
+    assert r["min_sparsity"] == 0.5 and set(r["searched_sparsity"]) == set(r["sparsity"])
+    assert all(c["sparsity"] >= 0.5 for c in r["sparsity"].values())
 
 
 def test_search_reports_a_target_nothing_fits(tmp_path):

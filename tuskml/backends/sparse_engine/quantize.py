@@ -250,6 +250,12 @@ class _Quantizer:
             bf = self.f.tensors[node.inputs[2]]
             axis = 0 if op != "depthwise_conv2d" else 2
             wq, ws = quantize_weights_per_channel(wf.data, axis)
+            # An all-zero output channel (pruned away entirely) outputs its bias only; its weight
+            # scale is free, so pick one whose requant multiplier is 2**-8: the kernels' fast exact
+            # requant path, instead of the 1.0 placeholder that can push the shift out of its range.
+            dead = ~np.any(np.moveaxis(wq, axis, 0).reshape(wq.shape[axis], -1) != 0, axis=1)
+            if dead.any():
+                ws = np.where(dead, y.scale / (x.scale * 256.0), ws)
             k = int(np.prod(wf.shape)) // wf.shape[axis]
             bias_scale = x.scale * ws
             bq = np.floor(bf.data.astype(np.float64) / bias_scale + 0.5)

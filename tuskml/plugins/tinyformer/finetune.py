@@ -4,6 +4,11 @@ The masks are the zero pattern left by block pruning (per prunable layer); after
 step the weights are multiplied by their mask again, so pruned blocks stay exactly zero and the
 encoded (sparse) size found by the search does not change. Optional knowledge distillation from a
 teacher (the supernet's largest subnet) helps small models.
+
+With ``final_sparsity`` (module path -> block sparsity, at least the current one) the sparsity is
+raised gradually during the first ``prune_fraction`` of the steps (``prune_stages`` magnitude
+re-prunings on a cubic schedule, Zhu & Gupta 2017), the masks following each re-pruning: one-shot
+pruning of an already-pruned small model to a much higher sparsity loses most of its accuracy.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class FinetuneOptions:
     weight_decay: float = 1e-4
     max_shift: int = 1
     distill_weight: float = 0.5  # weight of the teacher KL term when a teacher is given
+    prune_fraction: float = 0.5  # share of the steps over which final_sparsity is reached
+    prune_stages: int = 4
     seed: int = 0
 
 
@@ -46,10 +53,51 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             layers[p].mul_(m.to(layers[p].dtype))
 
 
+def pruning_schedule(start: dict[str, float], final: dict[str, float], steps: int, fraction: float,
+                     stages: int) -> dict[int, dict[str, float]]:
+    """``step -> sparsity per layer`` for the re-prunings: ``s_i = f + (s0 - f) * (1 - i/stages)**3``,
+    at steps ``round(i * fraction * steps / stages)``, i = 1..stages (the last one reaches ``final``)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"prune_fraction must be in (0, 1], got {fraction}")
+    if stages < 1:
+        raise ValueError(f"prune_stages must be >= 1, got {stages}")
+    out: dict[int, dict[str, float]] = {}
+    for i in range(1, stages + 1):
+        step = min(steps - 1, max(0, int(round(i * fraction * steps / stages)) - 1))
+        k = (1.0 - i / stages) ** 3
+        out[step] = {p: f + (start.get(p, 0.0) - f) * k for p, f in final.items()}
+    return out
+
+
 def finetune(model: nn.Module, data: ImageClassificationData, resolution: int, opts: FinetuneOptions,
-             masks: dict[str, torch.Tensor], teacher: nn.Module | None = None, progress: bool = False) -> list[float]:
-    """Train ``model`` in place at ``resolution``; returns the loss per step."""
+             masks: dict[str, torch.Tensor], teacher: nn.Module | None = None, progress: bool = False, *,
+             final_sparsity: dict[str, float] | None = None, blocks: dict[str, int] | None = None) -> list[float]:
+    """Train ``model`` in place at ``resolution``; returns the loss per step.
+
+    ``final_sparsity``/``blocks`` (module path -> block sparsity / block size): prune gradually up to
+    these during training (see the module docstring); ``masks`` is then rebuilt for those layers.
+    """
     from tqdm.auto import tqdm
+
+    from tuskml.backends.sparse_engine.pruning import block_prune, block_sparsity, prunable_layers
+
+    schedule: dict[int, dict[str, float]] = {}
+    if final_sparsity:
+        layers = prunable_layers(model)
+        missing = sorted(set(final_sparsity) - set(layers))
+        if missing:
+            raise ValueError(f"final_sparsity names layers the model does not have: {missing}")
+        if blocks is None or set(final_sparsity) - set(blocks):
+            raise ValueError("final_sparsity needs a block size for every layer it names (blocks)")
+        start = {p: block_sparsity(layers[p].detach(), blocks[p]) for p in final_sparsity}
+        if opts.steps == 0:
+            schedule = {-1: dict(final_sparsity)}
+        else:
+            schedule = pruning_schedule(start, dict(final_sparsity), opts.steps, opts.prune_fraction, opts.prune_stages)
+        masks = dict(masks)
+        if -1 in schedule:
+            block_prune(model, schedule[-1], {p: blocks[p] for p in final_sparsity})
+            masks.update(sparsity_masks(model, list(final_sparsity)))
 
     gen = torch.Generator().manual_seed(opts.seed)
     images = data.resized(resolution)
@@ -84,6 +132,9 @@ def finetune(model: nn.Module, data: ImageClassificationData, resolution: int, o
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step in schedule:
+            block_prune(model, schedule[step], {p: blocks[p] for p in schedule[step]})
+            masks.update(sparsity_masks(model, list(schedule[step])))
         apply_masks(model, masks)
         losses.append(float(loss.detach()))
     model.eval()

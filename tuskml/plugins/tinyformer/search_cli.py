@@ -41,6 +41,8 @@ def add_search_command(cli: click.Group) -> None:
     @click.option("--generations", type=click.IntRange(1), default=2, show_default=True)
     @click.option("--compare-random", is_flag=True, help="also run random search with the same budget")
     @click.option("--finetune-steps", type=click.IntRange(0), default=100, show_default=True)
+    @click.option("--min-sparsity", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+                  help="raise every prunable layer's block sparsity to at least this while fine-tuning (gradually)")
     @click.option("--device-samples", type=click.IntRange(0), default=0, show_default=True,
                   help="test images run on the emulated device (0 = all)")
     @click.option("--device-chunk", type=click.IntRange(1), default=32, show_default=True,
@@ -83,6 +85,7 @@ def add_search_command(cli: click.Group) -> None:
             dataset_overrides=data, supernas_samples=o["supernas_samples"], supernet_steps=o["supernet_steps"],
             batch_size=o["batch_size"], lr=o["lr"], rule=o["rule"], population=o["population"],
             generations=o["generations"], compare_random=o["compare_random"], finetune_steps=o["finetune_steps"],
+            min_sparsity=o["min_sparsity"],
             device_samples=o["device_samples"], device_chunk=o["device_chunk"], deploy=not o["no_deploy"], workers=o["workers"], seed=o["seed"],
             progress=not o["quiet"])
         result = run_search(opts)

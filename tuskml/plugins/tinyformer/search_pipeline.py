@@ -48,6 +48,9 @@ class SearchRunOptions:
     generations: int = 2
     compare_random: bool = False
     finetune_steps: int = 100
+    # raise every searched layer's block sparsity to at least this during fine-tuning (gradually,
+    # finetune.pruning_schedule); 0 = deploy the sparsity SparseNAS found
+    min_sparsity: float = 0.0
     device_samples: int = 0  # 0 = the whole test set
     device_chunk: int = 32
     deploy: bool = True
@@ -72,6 +75,7 @@ def run_search(opts: SearchRunOptions) -> dict[str, Any]:
     import tuskml
     from tuskml.core.checkpoint import save_tensors
     from tuskml.plugins.tinyformer.arch import restrict
+    from tuskml.plugins.tinyformer.candidates import SparseCandidate
     from tuskml.plugins.tinyformer.configs import TinyformerHybridConfig
     from tuskml.plugins.tinyformer.datasets import train_test
     from tuskml.plugins.tinyformer.evaluator import CandidateEvaluator, accuracy, recalibrate_bn
@@ -83,6 +87,8 @@ def run_search(opts: SearchRunOptions) -> dict[str, Any]:
 
     if not 0.0 < opts.val_fraction < 1.0:
         raise SearchRunError(f"val_fraction must be in (0, 1), got {opts.val_fraction}")
+    if not 0.0 <= opts.min_sparsity < 1.0:
+        raise SearchRunError(f"min_sparsity must be in [0, 1), got {opts.min_sparsity}")
     t0 = time.time()
     torch.manual_seed(opts.seed)
     out = pathlib.Path(opts.out_dir)
@@ -139,16 +145,23 @@ def run_search(opts: SearchRunOptions) -> dict[str, Any]:
                f"{best.measurement.flash_bytes:,} B flash ({time.time() - t0:.0f} s)")
 
     # --- fine-tune with the found masks ---------------------------------------------------------
-    cand = best.candidate
-    model = evaluator.build(cand)  # extracted, block-pruned, BN recalibrated
-    masks = sparsity_masks(model, [p for p, _, s in cand.layers if s > 0])
+    searched = best.candidate
+    model = evaluator.build(searched)  # extracted, block-pruned, BN recalibrated
+    masks = sparsity_masks(model, [p for p, _, s in searched.layers if s > 0])
+    cand = searched
+    final_sparsity = None
+    if opts.min_sparsity > 0:
+        cand = SparseCandidate(arch=searched.arch,
+                               layers=tuple((p, b, max(s, opts.min_sparsity)) for p, b, s in searched.layers))
+        final_sparsity = cand.sparsity
     teacher = space.extract(space.largest())
     recalibrate_bn(teacher, train.resized(space.largest().resolution)[:512], 4)
     res = cand.arch.resolution
     acc_before = accuracy(model, val.resized(res), val.labels)
     ft_losses = finetune(model, train, res, FinetuneOptions(steps=opts.finetune_steps, batch_size=opts.batch_size,
                                                               seed=opts.seed), masks, teacher=teacher,
-                         progress=opts.progress) if opts.finetune_steps else []
+                         progress=opts.progress, final_sparsity=final_sparsity, blocks=cand.blocks) \
+        if opts.finetune_steps or final_sparsity else []
     recalibrate_bn(model, train.resized(res)[:512], 4)
     val_after = accuracy(model, val.resized(res), val.labels)
     float_acc = accuracy(model, test.resized(res), test.labels)
@@ -181,6 +194,8 @@ def run_search(opts: SearchRunOptions) -> dict[str, Any]:
         "dataset": opts.dataset, "target": limits.to_dict(), "space": snas.chosen.label,
         "arch": cand.arch.to_dict(), "arch_summary": cand.arch.short(),
         "sparsity": {p: {"block": b, "sparsity": s} for p, b, s in cand.layers},
+        "searched_sparsity": {p: {"block": b, "sparsity": s} for p, b, s in searched.layers},
+        "min_sparsity": opts.min_sparsity,
         "float_accuracy": float_acc,
         "device_accuracy": device["device_accuracy"] if device else None,
         "bit_exact": device["bit_exact"] if device else None,
