@@ -275,3 +275,22 @@ def test_lumina2_unsupported_references_and_pretrained_folder(tmp_path):
         tuskml.create("decoder", "lumina2", pretrained_path=str(tmp_path / "nope"), reference_images="unsupported")
     with pytest.raises(tuskml.ConfigError, match="channel-concat"):
         tuskml.create("decoder", "lumina2", pretrained_path=str(tmp_path))
+
+
+def test_reference_shortcut_adds_each_reference_at_its_own_patch():
+    """With reference_shortcut, same-size references are also added to the noisy tokens (one linear per
+    reference slot): the output changes when that linear is zeroed, and every given slot gets gradients."""
+    dit = randomize_(small_dit(reference_shortcut=True, max_ref_images=2)).eval()
+    assert len(dit.ref_shortcut) == 2 and len(small_dit().ref_shortcut) == 0
+    x_t, t, cond, cond_mask, refs = dit.example_inputs()
+    with torch.no_grad():
+        base = dit(x_t, t, cond, cond_mask, refs)
+        dit.ref_shortcut[0].weight.zero_()
+        dit.ref_shortcut[0].bias.zero_()
+        without = dit(x_t, t, cond, cond_mask, refs)
+    assert not torch.allclose(base, without)  # the shortcut is used
+    # gradients reach the shortcut of every given reference, and only those
+    dit = small_dit(reference_shortcut=True, max_ref_images=2)
+    loss = flow_matching_loss(dit(x_t, t, cond, cond_mask, refs + refs), x_t, torch.randn_like(x_t))
+    loss.backward()
+    assert all(lin.weight.grad is not None for lin in dit.ref_shortcut)

@@ -76,15 +76,15 @@ def test_understanding_features_enter_at_placeholders(tiny):
     tiny.eval()
     g = torch.Generator().manual_seed(1)
     img = torch.rand(3, 32, 32, generator=g) * 2 - 1
-    a = tiny.make_batch([UnderstandingSample(img, "q", "an answer")])
-    b = tiny.make_batch([UnderstandingSample(-img, "q", "an answer")])
+    a = tiny.make_batch([UnderstandingSample(img, "what colour is it?", "a red circle")])
+    b = tiny.make_batch([UnderstandingSample(-img, "what colour is it?", "a red circle")])
     with torch.no_grad():
         la, lb = tiny(**a).ntp_loss, tiny(**b).ntp_loss
     assert not torch.isclose(la, lb)
     with pytest.raises(Mammoth2InputError, match="TextToImageSample"):
         tiny.make_batch(["not a sample"])
     with pytest.raises(Mammoth2InputError, match="32x32"):
-        tiny.make_batch([TextToImageSample("x", torch.zeros(3, 16, 16))])
+        tiny.make_batch([TextToImageSample("a", torch.zeros(3, 16, 16))])
 
 
 def test_fm_gradients_reach_backbone_and_generation_experts():
@@ -162,3 +162,27 @@ def test_training_forward_under_bf16_autocast(tiny):
     assert all(torch.isfinite(p.grad).all() for p in tiny.backbone.parameters() if p.grad is not None)
     tiny.zero_grad(set_to_none=True)
     tiny.eval()
+
+
+def test_plan_reference_gives_the_dit_the_decoded_target_codes(monkeypatch):
+    """With plan_reference, every image-making row's DiT call gets the VQ-decoded plan (the target's
+    own codes in training) as its first reference; edits get the source as the second."""
+    model = Mammoth2Model(load_preset("tiny", plan_reference=True, prompt_dropout=0.0, source_dropout=0.0))
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
+    batch = model.make_batch([TextToImageSample("a red circle", img[0]), EditSample(img[1], "make it blue", img[2])])
+    seen = []
+    decoder_forward = model.decoder.forward
+
+    def spy(x_t, t, cond, cond_mask, refs=None):
+        seen.append([r.clone() for r in refs or []])
+        return decoder_forward(x_t, t, cond, cond_mask, refs)
+
+    monkeypatch.setattr(model.decoder, "forward", spy)
+    model(**batch)
+    assert sorted(len(r) for r in seen) == [1, 2]
+    plans = torch.cat([r[0] for r in sorted(seen, key=len)])
+    codes = model.visual_codes(torch.stack([img[0], img[2]]))
+    assert torch.allclose(plans, model.plan_latents(codes), atol=1e-5)
+    edit_refs = max(seen, key=len)
+    assert torch.allclose(edit_refs[1], model.encode_latents(img[1:2]), atol=1e-6)

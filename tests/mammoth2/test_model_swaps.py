@@ -33,11 +33,11 @@ def test_swapped_part_works_end_to_end(name):
     out.loss.backward()
 
     pipe = Mammoth2Pipeline(model)
-    images = pipe.generate(["a cat", "a red dog"], steps=2, seed=0)
+    images = pipe.generate(["a red circle", "two blue squares"], steps=2, seed=0)
     assert [im.size for im in images] == [(32, 32), (32, 32)]
     edited = pipe.edit(torch.zeros(3, 32, 32), "make it red", steps=2, seed=0)
     assert edited.size == (32, 32)
-    assert isinstance(pipe.ask(torch.zeros(3, 32, 32), "what?", max_new_tokens=4), str)
+    assert isinstance(pipe.ask(torch.zeros(3, 32, 32), "how many circles?", max_new_tokens=4), str)
 
 
 def test_experts_swap_changes_the_backbone_modules():

@@ -11,10 +11,10 @@ from tuskml.plugins.mammoth2.pipeline import Mammoth2Pipeline, load_preset
 
 
 def _outputs(pipe: Mammoth2Pipeline) -> tuple:
-    gen = pipe.generate(["a red cat", "sky"], steps=1, seed=11, return_result=True)
+    gen = pipe.generate(["a red circle", "two squares"], steps=1, seed=11, return_result=True)
     src = torch.linspace(-1, 1, 3 * 32 * 32).reshape(3, 32, 32)
-    edited = pipe.edit(src, "darker", steps=1, seed=11)
-    answer = pipe.ask(src, "what?", max_new_tokens=5) if pipe.model.vision_encoder is not None else ""
+    edited = pipe.edit(src, "make it blue", steps=1, seed=11)
+    answer = pipe.ask(src, "how many circles?", max_new_tokens=5) if pipe.model.vision_encoder is not None else ""
     return gen.pixels, gen.visual_codes, torch.from_numpy(__import__("numpy").asarray(edited).copy()), answer
 
 

@@ -88,6 +88,34 @@ def test_hf_tokenizer_errors(tmp_path):
         tuskml.create("tokenizer", "hf-tokenizer", eol_token="<|eof|>")
 
 
-@pytest.mark.parametrize("name", ["bytes", "hf-tokenizer"])
+def test_words_tokenizer_covers_the_shapes_world_and_rejects_unknown_words():
+    from tuskml.plugins.mammoth2.configs_data import ShapesWorldConfig
+    from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
+
+    tok = tuskml.create("tokenizer", "words")
+    assert set(SPECIAL_ROLES) <= set(tok.special)
+    assert len(set(tok.special.values())) == len(SPECIAL_ROLES)
+    world = ShapesWorld(ShapesWorldConfig())
+    for i in range(300):  # every prompt, instruction, question and answer round-trips, a few ids each
+        s = world[i]
+        for text in (s.text, s.answer):
+            ids = tok.encode(text)
+            assert not set(ids) & set(tok.special.values())
+            assert tok.decode(ids) == text
+            assert len(ids) <= len(text.split()) + 2
+    caption = "a red circle at top left, a blue square at bottom right and a green triangle at top right"
+    assert tok.decode([tok.special["bos"], *tok.encode(caption), tok.special["eos"]]) == caption
+    assert tok.encode("How many circles?") == tok.encode("how many circles ?")
+    with pytest.raises(TokenizerInputError, match=r"\['cat'\] not in its vocabulary"):
+        tok.encode("a red cat")
+    with pytest.raises(TokenizerInputError, match="outside the text vocabulary"):
+        tok.decode([tok.vocab_size])
+    small = tuskml.create("tokenizer", "words", vocabulary=("a", "cat"), extra_special_tokens=("<|think|>",))
+    assert small.encode("a cat") == [0, 1] and small.vocab_size == 2 + len(SPECIAL_ROLES) + 1
+    with pytest.raises(ValueError, match="repeats"):
+        tuskml.create("tokenizer", "words", vocabulary=("a", "a"))
+
+
+@pytest.mark.parametrize("name", ["bytes", "words", "hf-tokenizer"])
 def test_conformance(name, tmp_path):
     check_component("tokenizers", name, tmp_path)

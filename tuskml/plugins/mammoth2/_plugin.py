@@ -41,6 +41,10 @@ def tuskml_tokenizers():
     yield ComponentSpec(name="bytes", factory=f"{_M}.text_tokenizers:ByteTokenizer",
                         config_cls=configs_ar.BytesTokenizerConfig,
                         description="UTF-8 byte-level text tokenizer with special-role ids; no download")
+    yield ComponentSpec(name="words", factory=f"{_M}.text_tokenizers:WordTokenizer",
+                        config_cls=configs_ar.WordsTokenizerConfig,
+                        description="closed word-level vocabulary (default: the shapes world's words) with "
+                                    "special-role ids; unknown words are an error")
     yield ComponentSpec(name="hf-tokenizer", factory=f"{_M}.text_tokenizers:HFTokenizer",
                         config_cls=configs_ar.HFTokenizerConfig,
                         description="a tokenizer.json from a local path (tokenizers package) with special roles")

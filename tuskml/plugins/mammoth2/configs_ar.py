@@ -16,6 +16,7 @@ from typing import Literal
 import attrs
 
 import tuskml
+from tuskml.plugins.mammoth2.configs_data import CELLS, COLOURS, NUMBER_WORDS, SHAPES
 
 _ge0 = attrs.validators.ge(0)
 _ge1 = attrs.validators.ge(1)
@@ -165,6 +166,41 @@ SPECIAL_ROLES: tuple[str, ...] = (
 class BytesTokenizerConfig(tuskml.TokenizerConfig):
     """UTF-8 bytes as ids 0..255, then one id per special role (and per ``extra_special_tokens``)."""
 
+    extra_special_tokens: tuple[str, ...] = ()
+
+
+def _shapes_world_words() -> tuple[str, ...]:
+    """Every word and punctuation mark the shapes world writes (prompts, instructions, questions,
+    answers, captions), plus a few for hand-written prompts ("make it green")."""
+    words = ["a", "an", "the", "and", "at", "of", "left", "right", "above", "below", "top", "bottom",
+             "add", "remove", "make", "replace", "with", "it", "how", "many", "what", "colour", "color", "is",
+             "there", "where", "yes", "no", "nothing", "in", "picture", "image", "shape", "shapes", ",", "?", "."]
+    words += list(COLOURS) + list(SHAPES) + [s + "s" for s in SHAPES] + list(NUMBER_WORDS)
+    words += [w for cell in CELLS for w in cell.split()]
+    return tuple(dict.fromkeys(words))
+
+
+#: the default vocabulary of the ``words`` tokenizer
+SHAPES_WORLD_WORDS: tuple[str, ...] = _shapes_world_words()
+
+
+def _vocabulary(instance: object, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("words tokenizer: vocabulary is empty")
+    dup = sorted({w for w in value if value.count(w) > 1})
+    if dup:
+        raise ValueError(f"words tokenizer: vocabulary repeats {dup}")
+    bad = [w for w in value if not w or w != w.strip().lower() or " " in w]
+    if bad:
+        raise ValueError(f"words tokenizer: vocabulary entries must be lower-case single words, got {bad[:5]}")
+
+
+@tuskml.config_class
+class WordsTokenizerConfig(tuskml.TokenizerConfig):
+    """A closed word-level vocabulary (default: the shapes world's words): one id per word or
+    punctuation mark, then one per special role. Text is lower-cased; an unknown word is an error."""
+
+    vocabulary: tuple[str, ...] = attrs.field(default=SHAPES_WORLD_WORDS, validator=_vocabulary)
     extra_special_tokens: tuple[str, ...] = ()
 
 

@@ -110,6 +110,10 @@ class Mammoth2DiTConfig(tuskml.DecoderConfig):
     rope_axes_dim: tuple[int, int, int] = (4, 6, 6)  # must sum to hidden_size / num_heads
     rope_theta: float = 10000.0
     timestep_scale: float = 1000.0  # t in [0, 1] is multiplied by this before the sinusoidal embedding
+    # also add each reference latent of the target's size, patch by patch (own linear embedding per
+    # reference slot), to the noisy tokens: a spatially aligned shortcut next to the in-context
+    # references, which a small model learns far faster than routing by attention (not in the reference)
+    reference_shortcut: bool = False
     norm_eps: float = 1e-5
 
     def __attrs_post_init__(self) -> None:

@@ -53,5 +53,13 @@ class Mammoth2Config(tuskml.ModelConfig):
     ntp_weight: float = attrs.field(default=1.0, validator=_ge0)
     prompt_dropout: float = attrs.field(default=0.1, validator=_probability)
     source_dropout: float = attrs.field(default=0.1, validator=_probability)
+    # flow-matching time shift m for training times and (by default) for sampling; None: the
+    # reference's resolution rule (train sqrt(tokens)/20, sample sqrt(latent H*W)/40). Small latents
+    # get m < 1 from that rule, which starves the noisy end where an image's layout is decided.
+    fm_shift: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.gt(0)))
+    # the AR plan, decoded to pixels by the visual tokenizer, enters the DiT as its first reference
+    # latent (teacher-forced codes in training, sampled codes at inference), so the DiT sees the
+    # plan on the target's own grid instead of only through the aligner (an extension, not in the paper)
+    plan_reference: bool = False
     projector_depth: int = attrs.field(default=2, validator=_ge1)  # ViT features -> AR width (MLP depth)
     train_visual_tokenizer: bool = False  # add the VQ loss to the total and let its gradients flow

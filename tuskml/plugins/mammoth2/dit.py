@@ -227,6 +227,8 @@ class Mammoth2DiT(nn.Module):
         self.x_embedder = nn.Linear(p * p * config.in_channels, dim)
         self.ref_embedder = nn.Linear(p * p * config.in_channels, dim)
         self.ref_index_embedding = nn.Parameter(torch.randn(max(config.max_ref_images, 1), dim) * 0.02)
+        self.ref_shortcut = nn.ModuleList(
+            nn.Linear(p * p * config.in_channels, dim) for _ in range(config.max_ref_images if config.reference_shortcut else 0))
         self.rope = RotaryEmbedding3D(config.rope_axes_dim, config.rope_theta)
         self.context_refiner = nn.ModuleList(block(False) for _ in range(config.context_refiner_depth))
         self.noise_refiner = nn.ModuleList(block(True) for _ in range(config.noise_refiner_depth))
@@ -288,6 +290,9 @@ class Mammoth2DiT(nn.Module):
 
         target_rope = self.rope(image_ids[-1])
         x = self.x_embedder(patchify(x_t, p))
+        for k, r in enumerate(refs if len(self.ref_shortcut) else []):
+            if r.shape[2:] == x_t.shape[2:]:
+                x = x + self.ref_shortcut[k](patchify(r, p))
         for block in self.noise_refiner:
             x = block(x, None, target_rope, temb)
 

@@ -38,6 +38,7 @@ class EvalSettings:
     guidance: float = 3.0
     ar_guidance: float = 2.0
     temperature: float = 0.0  # greedy AR sampling: the most likely token plan
+    top_k: int | None = None
     image_guidance: float = 1.5
     batch_size: int = 16
 
@@ -90,7 +91,7 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     for chunk_i, chunk in enumerate(_batches(samples, settings.batch_size)):
         images += pipe.generate([s.text for s in chunk], seed=settings.seed + chunk_i, steps=settings.steps,
                                 guidance=settings.guidance, ar_guidance=settings.ar_guidance,
-                                temperature=settings.temperature)
+                                temperature=settings.temperature, top_k=settings.top_k)
     report["geneval"] = GenEvalMini().evaluate([s.prompt for s in samples], images)
     grids["geneval"] = {cat: [im for s, im in zip(samples, images) if s.kind == cat] for cat in GENEVAL_CATEGORIES}
 
@@ -102,7 +103,7 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
         outputs += pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=settings.seed + chunk_i,
                              steps=settings.steps, text_guidance=settings.guidance,
                              image_guidance=settings.image_guidance, ar_guidance=settings.ar_guidance,
-                             temperature=settings.temperature)
+                             temperature=settings.temperature, top_k=settings.top_k)
     report["edit"] = EditScore().evaluate([s.kind for s in esamples], outputs, [s.source for s in esamples],
                                           [s.scene for s in esamples], [s.edit_region for s in esamples])
     grids["edit"] = {k: [im for s, o in zip(esamples, outputs) if s.kind == k for im in (s.source, o)]

@@ -160,7 +160,13 @@ class Mammoth2Model(nn.Module):
         downsample = int(self.codec.downsample)
         if size % downsample:
             raise ConfigError(f"image_size {size} is not divisible by the codec's downsampling factor {downsample}")
-        decoder_cfg = _with_fields(config.decoder, in_channels=latent_channels)
+        refs_needed = None
+        if config.plan_reference:  # the plan and an edit's source: two reference latents
+            if getattr(config.decoder, "reference_images", "channel-concat") == "unsupported":
+                raise ConfigError("plan_reference = true gives the decoder the plan as a reference latent, but the "
+                                  "decoder has reference_images = 'unsupported'; set plan_reference = false")
+            refs_needed = max(int(getattr(config.decoder, "max_ref_images", 2)), 2)
+        decoder_cfg = _with_fields(config.decoder, in_channels=latent_channels, max_ref_images=refs_needed)
         self.decoder = tuskml.create("decoders", decoder_cfg)
         if int(self.decoder.in_channels) != latent_channels:
             raise ConfigError(
@@ -203,6 +209,11 @@ class Mammoth2Model(nn.Module):
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         return self.codec.encode(self.check_images(images))
+
+    @torch.no_grad()
+    def plan_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """Visual codes ``Long[B, h, w]`` -> the plan's latents (VQ decode, then the codec)."""
+        return self.encode_latents(self.visual_tokenizer.decode(codes).float().clamp(-1, 1))
 
     # --- batches ---------------------------------------------------------------------------------------
 
@@ -261,7 +272,7 @@ class Mammoth2Model(nn.Module):
         samples: list[Sample] = [TextToImageSample("a red square", image()),
                                  EditSample(image(), "make it blue", image())]
         if self.vision_encoder is not None:
-            samples.append(UnderstandingSample(image(), "what?", "a cat"))
+            samples.append(UnderstandingSample(image(), "how many circles?", "two"))
         return self.make_batch(samples)
 
     # --- the AR pass -----------------------------------------------------------------------------------
@@ -356,7 +367,7 @@ class Mammoth2Model(nn.Module):
             ntp_loss = out.logits.sum() * 0.0
 
         fm_loss = self._flow_matching_loss(out.hidden_states, roles, visible, target_images, has_target,
-                                           source_images, has_source & ~drop_source)
+                                           source_images, has_source & ~drop_source, input_ids)
 
         vq_loss = torch.zeros((), device=device)
         if cfg.train_visual_tokenizer and target_images is not None and bool(has_target.any()):
@@ -368,7 +379,8 @@ class Mammoth2Model(nn.Module):
 
     def _flow_matching_loss(self, hidden_states: Sequence[torch.Tensor], roles: torch.Tensor,
                             visible: torch.Tensor, target_images: torch.Tensor | None, has_target: torch.Tensor,
-                            source_images: torch.Tensor | None, use_source: torch.Tensor) -> torch.Tensor:
+                            source_images: torch.Tensor | None, use_source: torch.Tensor,
+                            input_ids: torch.Tensor | None = None) -> torch.Tensor:
         if target_images is None or not bool(has_target.any()):
             return hidden_states[-1].sum() * 0.0
         rows = has_target.nonzero().squeeze(-1)
@@ -377,18 +389,25 @@ class Mammoth2Model(nn.Module):
             x1 = self.encode_latents(target_images[rows])
         noise = torch.randn_like(x1)
         patch = int(getattr(self.decoder, "patch_size", 1))
-        shift = fm.resolution_shift((x1.shape[-2] // patch) * (x1.shape[-1] // patch))
+        shift = self.config.fm_shift or fm.resolution_shift((x1.shape[-2] // patch) * (x1.shape[-1] // patch))
         t = fm.sample_t(x1.shape[0], shift=shift, device=x1.device)
         x_t = fm.interpolate(x1, noise, t)
         with_ref = use_source[rows] if source_images is not None else torch.zeros_like(rows, dtype=torch.bool)
+        plan = None
+        if self.config.plan_reference:
+            if input_ids is None:
+                raise Mammoth2InputError("plan_reference needs the input_ids of the batch (the target's codes)")
+            h, w = self.layout.grid
+            codes = input_ids[rows][roles[rows] == int(Role.TARGET_VISUAL)] - self.layout.gen_vocab_start
+            plan = self.plan_latents(codes.view(rows.numel(), h, w))
         pred = torch.empty_like(x1)
         for group_has_ref in (False, True):
             idx = (with_ref == group_has_ref).nonzero().squeeze(-1)
             if idx.numel() == 0:
                 continue
-            refs = None
+            refs = [plan[idx]] if plan is not None else []
             if group_has_ref:
                 with torch.no_grad():
-                    refs = [self.encode_latents(source_images[rows[idx]])]
-            pred = pred.index_copy(0, idx, self.decoder(x_t[idx], t[idx], cond[idx], cond_mask[idx], refs))
+                    refs.append(self.encode_latents(source_images[rows[idx]]))
+            pred = pred.index_copy(0, idx, self.decoder(x_t[idx], t[idx], cond[idx], cond_mask[idx], refs or None))
         return fm.flow_matching_loss(pred, x1, noise)

@@ -309,6 +309,13 @@ class Mammoth2Pipeline:
         cond, mask = model.condition(out.hidden_states, roles.repeat(n, 1), torch.cat(visibles))
         return [(cond[i * b:(i + 1) * b], mask[i * b:(i + 1) * b]) for i in range(n)]
 
+    def _plan_refs(self, generated: torch.Tensor) -> list[torch.Tensor] | None:
+        """With ``plan_reference``: the sampled plan as the DiT's first reference latent, else None."""
+        model = self.model
+        if not model.config.plan_reference:
+            return None
+        return [model.plan_latents(model.layout.codes_from_generated(generated))]
+
     def _render(self, conditions: list[tuple[torch.Tensor, torch.Tensor]], refs: list[list[torch.Tensor] | None],
                 scales: Sequence[float], *, steps: int, cfg_range: tuple[float, float],
                 shift: float | None, generator: torch.Generator) -> torch.Tensor:
@@ -323,7 +330,8 @@ class Mammoth2Pipeline:
         noise = torch.randn(shape, generator=generator, device=self.device)
 
         if shift is None:
-            shift = math.sqrt(model.latent_size * model.latent_size) / 40.0  # reference sampling shift
+            # the model's own shift, else the reference sampling shift
+            shift = model.config.fm_shift or math.sqrt(model.latent_size * model.latent_size) / 40.0
         lo, hi = cfg_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise Mammoth2InputError(f"cfg_range must satisfy 0 <= lo <= hi <= 1, got {cfg_range}")
@@ -392,7 +400,8 @@ class Mammoth2Pipeline:
             use_cfg = guidance != 1.0
             branches = [torch.zeros_like(no_text)] + ([no_text] if use_cfg else [])
             conditions = self._conditions(batch, generated, branches)
-            pixels = self._render(conditions, [None] * len(conditions), [guidance] if use_cfg else [],
+            plan = self._plan_refs(generated)
+            pixels = self._render(conditions, [plan] * len(conditions), [guidance] if use_cfg else [],
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         images = to_pil(pixels)
         if return_result:
@@ -425,15 +434,16 @@ class Mammoth2Pipeline:
         with self._autocast():
             generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
                                                   top_k=top_k, top_p=top_p, generator=g)
-            ref = [model.encode_latents(src)]
+            plan = self._plan_refs(generated)
+            ref = (plan or []) + [model.encode_latents(src)]
             conditions = self._conditions(batch, generated, [torch.zeros_like(no_text), no_text, no_text_no_source])
-            pixels = self._render(conditions, [ref, ref, None], [image_guidance, text_guidance],
+            pixels = self._render(conditions, [ref, ref, plan], [image_guidance, text_guidance],
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         out = to_pil(pixels)
         return out[0] if single else out
 
     @torch.no_grad()
-    def ask(self, image: Any, question: str | Sequence[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
+    def ask(self, image: Any, question: str | Sequence[str], *, max_new_tokens: int = 160, temperature: float = 0.0,
             top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str | list[str]:
         """Answer a question about an image (greedy by default); a list in gives a list out."""
         check_sampling_args(temperature, top_k, top_p)
