@@ -29,20 +29,21 @@ from tuskml.plugins.demo.timing import PhaseClock, Watch
 #: benchmarks/demo/bench_demo.py, results in benchmarks/results/demo_timing.md).
 MAMMOTH2_BUDGET = {
     "quick": {"tokenizer_steps": 16, "stages": (4, 20), "per_category": 1, "sample_steps": 4},
-    "full": {"tokenizer_steps": 100, "stages": (30, 270), "per_category": 4, "sample_steps": 20},
+    "full": {"tokenizer_steps": 80, "stages": (30, 200), "per_category": 4, "sample_steps": 20},
 }
 # SuperNAS picks the space whose fitting subnets have the most FLOPs; under the STM32F746's 1 MB /
 # 320 KB every subnet fits, so it always picks the largest resolution offered, and the supernet
 # step and the emulated instructions per image grow with its square (48 px: 1.6 s per sandwich step
 # at batch 64, 1 thread). The demo offers 16 px (digits are 8 x 8 scans) and lets SuperNAS choose
-# the width. quick: 32 test images through the emulator; full: the whole test set (450).
+# the width. The emulator runs about 7-8 million Cortex-M7 instructions per second here (2.45 M per
+# image for the full demo's model: 165 s for all 450 test images), so the full demo runs 150 of them.
 TINYFORMER_BUDGET = {
     "quick": {"space_overrides": {"resolutions": [16], "width_mults": [0.5, 0.75, 1.0]},
               "supernas_samples": 4, "supernet_steps": 60, "batch_size": 32, "lr": 6e-3, "population": 4,
               "generations": 1, "finetune_steps": 200, "device_samples": 32, "device_chunk": 32},
     "full": {"space_overrides": {"resolutions": [16], "width_mults": [0.5, 0.75, 1.0]},
-             "supernas_samples": 16, "supernet_steps": 300, "batch_size": 64, "population": 8, "generations": 3,
-             "finetune_steps": 300, "device_samples": 0, "device_chunk": 90},
+             "supernas_samples": 16, "supernet_steps": 250, "batch_size": 64, "population": 8, "generations": 3,
+             "finetune_steps": 250, "device_samples": 150, "device_chunk": 75},
 }
 MARKER = ".tuskml-demo"  # written into the output folder; only such a folder is cleared for a new run
 
@@ -239,6 +240,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("tinyformer", "architecture", res.get("arch_summary", "-")),
             ("tinyformer", "float accuracy (digits test)", _fmt(res.get("float_accuracy"))),
             ("tinyformer", "int8 accuracy on the emulated Cortex-M7", _fmt(res.get("device_accuracy"))),
+            ("tinyformer", "test images run on the emulator", _fmt((res.get("device") or {}).get("samples"))),
             ("tinyformer", "bit-exact vs reference", _fmt(res.get("bit_exact"))),
             ("tinyformer", "flash bytes (limit 1,048,576)", _fmt(res.get("flash_bytes"))),
             ("tinyformer", "SRAM bytes (limit 327,680)", _fmt(res.get("sram_bytes"))),
