@@ -9,9 +9,9 @@ held-out search-space models land within a few percent of the measured count. An
 :class:`CostModel` can be passed to refit.
 
 Dense matrix kernel (``O x K`` weights, ``R`` rows of input):
-    ``R * (O * (row_overhead + requant) + K * widen + O * K * mac)``
+    ``matrix_call + R * (O * (row_overhead + requant) + K * widen + O * K * mac)``
 Block-sparse kernel (BRL, block ``B``, ``nnzb`` stored blocks):
-    ``R * (O * sparse_output + nnzb * (block_overhead + B * mac_b))``
+    ``O * sparse_channel + R * (O * sparse_output + nnzb * (block_overhead + B * mac_b))``
 where ``mac`` is the per-MAC cost of the dense path and ``mac_b`` the per-MAC cost inside a block
 (DSP only when ``B`` is a multiple of 4, as the SMLAD inner loop needs 4-byte groups).
 Depthwise conv (4 channels per step, taps clipped to the image once per output pixel):
@@ -43,19 +43,28 @@ class CostModel:
     """
 
     mac_portable: float = 5.5  # portable dense kernel (older fit on bench_kernels, not recalibrated)
-    mac_dsp: float = 1.189  # SXTB16/SMLAD dense kernel, per MAC
-    row_overhead: float = 29.01  # per output value: bias, pointers, loop, store
-    requant: float = 19.0  # MultiplyByQuantizedMultiplier + zp + clamp (row_overhead + requant = 48.01 fitted)
-    widen: float = 2.717  # per input element per row: widening the input to int16 pairs (dense path)
-    sparse_output: float = 19.34  # per output value of the BRL kernel (row header, requant)
-    block_overhead: float = 1.932  # per stored block and input row (run load, pointer bump, loop)
-    block_overhead_paired: float = 1.932  # kept for callers that set it; the fit found no separate term
-    mac_block: float = 2.078  # per MAC inside a block whose size is a multiple of 4 (SMLAD loop)
+    mac_dsp: float = 1.061  # SXTB16/SMLAD dense kernel, per MAC
+    row_overhead: float = 32.28  # per output value: bias, pointers, loop, store
+    requant: float = 19.0  # MultiplyByQuantizedMultiplier + zp + clamp (row_overhead + requant = 51.28 fitted)
+    widen: float = 5.44  # per input element per row: widening the input to int16 pairs (dense path)
+    sparse_output: float = 15.80  # per output value of the BRL kernel (row header, requant)
+    block_overhead: float = 2.441  # per stored block and input row (run load, pointer bump, loop)
+    block_overhead_paired: float = 2.441  # kept for callers that set it; the fit found no separate term
+    mac_block: float = 2.083  # per MAC inside a block whose size is a multiple of 4 (SMLAD loop)
+    # one input row (a classifier head, a linear on one token) runs other code paths: two output
+    # channels per pass (dense) and the one-row BRL walk; fitted on bench_kernels' linear 256x256
+    one_row_output: float = 49.0  # dense, per output value
+    one_row_mac: float = 1.81  # dense, per MAC
+    one_row_sparse_output: float = 57.0  # BRL, per output value
+    one_row_block_overhead: float = 6.0  # BRL, per stored block
+    one_row_mac_block: float = 1.72  # BRL, per MAC inside a block (multiple of 4)
+    matrix_call: float = 280.3  # per dense matrix-kernel call (setup, scratch pointers)
+    sparse_channel: float = 109.1  # per output channel and BRL kernel call (row header, channel-major walk)
     dw_tap: float = 6.19  # depthwise, per in-bounds tap and channel (4 channels per SXTB16/SMLAxy step)
     dw_kernel_row: float = 10.09  # depthwise, per in-bounds kernel row, output pixel and channel
     dw_output: float = 41.62  # depthwise, per output value (tap clipping, requant)
     dw_input: float = 1.05  # depthwise, per input value (the in-place variant's channel copy, averaged)
-    conv_gather_tap: float = 105.5  # general (k x k) conv: per output pixel and kernel tap, gathering the patch
+    conv_gather_tap: float = 90.7  # general (k x k) conv: per output pixel and kernel tap, gathering the patch
     add: float = 110.6  # per element of a quantized add (two input rescales + output requant)
     elementwise: float = 110.6  # per element of mul/requantize (assumed like add; not measured)
     lut: float = 5.53  # per element of a table lookup
@@ -81,10 +90,14 @@ class LayerCost:
     dense: float
     sparse: float | None
     block: int = 0
+    has_zero_blocks: bool = False  # some 1 x block block of the weights is all zero
 
     @property
     def best(self) -> str:
-        return "sparse" if self.sparse is not None and self.sparse < self.dense else "dense"
+        """BRL only for layers with pruned (all-zero) blocks and when it is cheaper: an unpruned layer
+        gains no flash from BRL (its run lengths cost bytes) and would pull the ~14 KB BRL kernel into
+        flash for a few instructions saved (measured: a 1x1 conv with K = 8 runs ~25% faster as BRL)."""
+        return "sparse" if self.sparse is not None and self.has_zero_blocks and self.sparse < self.dense else "dense"
 
 
 def is_sparse_capable(graph: Graph, node: Node) -> bool:
@@ -112,12 +125,17 @@ def _rows(graph: Graph, node: Node) -> int:
 def matrix_cost(rows: int, o: int, k: int, *, nnzb: int | None = None, block: int = 0, dsp: bool = True,
                 model: CostModel = DEFAULT_COST_MODEL) -> float:
     """Dense cost (``nnzb is None``) or block-sparse cost of ``rows`` products with an ``[o, k]`` matrix."""
+    if rows == 1 and dsp:
+        if nnzb is None:
+            return o * model.one_row_output + o * k * model.one_row_mac
+        mac_b = model.one_row_mac_block if block % 4 == 0 else model.mac_portable
+        return o * model.one_row_sparse_output + nnzb * (model.one_row_block_overhead + block * mac_b)
     if nnzb is None:
         mac = model.mac_dsp if dsp else model.mac_portable
-        return rows * (o * (model.row_overhead + model.requant) + k * model.widen + o * k * mac)
+        return model.matrix_call + rows * (o * (model.row_overhead + model.requant) + k * model.widen + o * k * mac)
     mac_b = model.mac_block if (dsp and block % 4 == 0) else model.mac_portable
     overhead = model.block_overhead_paired if rows >= 2 else model.block_overhead
-    return rows * (o * model.sparse_output + nnzb * (overhead + block * mac_b))
+    return o * model.sparse_channel + rows * (o * model.sparse_output + nnzb * (overhead + block * mac_b))
 
 
 def _in_bounds_taps(size: int, out: int, stride: int, pad: int, k: int, dilation: int) -> int:
@@ -156,9 +174,11 @@ def layer_cost(graph: Graph, node: Node, *, block: int | None = None, dsp: bool 
             dense = matrix_cost(rows, o, k, dsp=dsp, model=model)
             b = block or node.attrs.get("sparse_block") or 4
             sparse = None
+            full = -(-k // b) * o
+            nnzb = full
             if w.data is not None and w.dtype == "int8":
-                brl = BlockRunLengthMatrix.encode(weight_matrix(graph, node), b)
-                sparse = matrix_cost(rows, o, k, nnzb=brl.nnzb, block=b, dsp=dsp, model=model)
+                nnzb = BlockRunLengthMatrix.encode(weight_matrix(graph, node), b).nnzb
+                sparse = matrix_cost(rows, o, k, nnzb=nnzb, block=b, dsp=dsp, model=model)
             elif w.data is not None:  # float graph: count zero blocks of the float weights
                 wm = np.asarray(w.data).reshape(o, -1)
                 kp = -(-k // b) * b
@@ -166,7 +186,8 @@ def layer_cost(graph: Graph, node: Node, *, block: int | None = None, dsp: bool 
                 padded[:, :k] = wm
                 nnzb = int(np.any(padded.reshape(o, kp // b, b) != 0, axis=2).sum())
                 sparse = matrix_cost(rows, o, k, nnzb=nnzb, block=b, dsp=dsp, model=model)
-            return LayerCost(node=node.name, op=op, macs=macs, dense=dense, sparse=sparse, block=b)
+            return LayerCost(node=node.name, op=op, macs=macs, dense=dense, sparse=sparse, block=b,
+                             has_zero_blocks=nnzb < full)
         if op == "depthwise_conv2d":
             return LayerCost(node=node.name, op=op, macs=macs, dense=depthwise_cost(graph, node, model), sparse=None)
         if dsp:  # im2col one pixel at a time (a memcpy/memset per tap), then a one-row matrix product
