@@ -30,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="toy budgets (checks the script, not the target)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_digits"))
+    ap.add_argument("--name", default="tinyformer_digits_search", help="results file stem under benchmarks/results")
     ap.add_argument("--min-sparsity", type=float, default=0.6,
                     help="block sparsity floor of every prunable layer in the deployed model")
     args = ap.parse_args()
@@ -73,7 +74,7 @@ def main() -> None:
                     "wall<=30min": wall <= 1800},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tinyformer_digits_search.json").write_text(json.dumps(summary, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2))
     c = r["comparison"]
     md = [
         "# tinyformer search on digits for stm32f746",
@@ -107,7 +108,7 @@ def main() -> None:
         "",
         "Targets met: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in summary["targets"].items()),
     ]
-    (RESULTS / "tinyformer_digits_search.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
