@@ -122,7 +122,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--device-samples", type=int, default=50)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--markdown-only", action="store_true",
+                    help="rewrite the .md from the recorded .json (and the run's random.json histories)")
     args = ap.parse_args()
+    if args.markdown_only:
+        path = RESULTS / f"tinyformer_sparsenas_vs_random_{args.dataset}.json"
+        summary = json.loads(path.read_text())
+        if not summary.get("random_candidate_ranges"):
+            summary["random_candidate_ranges"] = candidate_ranges(
+                ROOT / "runs" / f"bench_sparsenas_vs_random_{args.dataset}", len(summary["runs"]))
+            path.write_text(json.dumps(summary, indent=2))
+        write_markdown(summary, args.dataset)
+        return
     if args.quick:
         args.steps, args.population, args.generations, args.seeds, args.device_samples = 3, 2, 1, 1, 2
 
@@ -253,24 +264,56 @@ def main() -> None:
             r["share_of_sparsenas_front_beaten_by_random"] for r in runs),
         "device": device,
     }
+    summary["random_candidate_ranges"] = candidate_ranges(run_dir, args.seeds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"tinyformer_sparsenas_vs_random_{args.dataset}"
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2))
+    write_markdown(summary, args.dataset)
+
+
+def candidate_ranges(run_dir: pathlib.Path, seeds: int) -> dict[str, list[float]]:
+    """10th/50th/90th percentiles of flash KiB, SRAM KiB and M instructions over random's candidates."""
+    import numpy as np
+
+    rows = []
+    for seed in range(seeds):
+        path = run_dir / f"seed{seed}" / "random.json"
+        if path.is_file():
+            rows += json.loads(path.read_text())["history"]
+    if not rows:
+        return {}
+    pct = lambda xs: [round(float(v), 1) for v in np.percentile(xs, [10, 50, 90])]  # noqa: E731
+    return {"flash_kib": pct([r["flash_bytes"] / 1024 for r in rows]), "sram_kib": pct([r["sram_bytes"] / 1024 for r in rows]),
+            "minstr": pct([r["instructions"] / 1e6 for r in rows]), "candidates": len(rows)}
+
+
+def write_markdown(summary: dict, dataset: str) -> None:
+    name = f"tinyformer_sparsenas_vs_random_{dataset}"
+    lim = summary["limits"]
+    flash_kb, sram_kb, minstr = lim["flash_bytes"] // 1024, lim["sram_bytes"] // 1024, lim["max_instructions"] / 1e6
+    runs, agg, device = summary["runs"], summary["aggregate"], summary["device"]
+    load_before, wall = summary["loadavg_before"], summary["wall_seconds"]
+    rng = summary.get("random_candidate_ranges") or {}
+    ranges = (f"flash {rng['flash_kib'][0]}-{rng['flash_kib'][2]} KiB (median {rng['flash_kib'][1]}), SRAM "
+              f"{rng['sram_kib'][0]}-{rng['sram_kib'][2]} KiB (median {rng['sram_kib'][1]}) and {rng['minstr'][0]}-"
+              f"{rng['minstr'][2]} M estimated instructions (median {rng['minstr'][1]}), 10th-90th percentile over "
+              f"random search's {rng['candidates']} candidates") if rng else "(ranges not recorded)"
 
     def ms(d: dict, fmt: str = ".4f") -> str:
         return f"{d['mean']:{fmt}} ± {d['sd']:{fmt}}"
 
-    md = [f"# SparseNAS vs random search, {args.dataset}, stm32f746 limited to {args.flash_kb} KiB flash / "
-          f"{args.sram_kb} KiB SRAM / {args.max_minstr:g} M instructions", "",
+    md = [f"# SparseNAS vs random search, {dataset}, stm32f746 limited to {flash_kb} KiB flash / "
+          f"{sram_kb} KiB SRAM / {minstr:g} M instructions", "",
           f"Command: `{summary['command']}`; 1 thread, load average {load_before[0]:.2f} before, "
-          f"{summary['loadavg_after'][0]:.2f} after (2 shared CPUs); supernet {args.steps} sandwich steps "
-          f"(resumed from step {log.resumed_from} of its checkpoint); population {args.population}, "
-          f"{args.generations} generations; wall {wall / 60:.1f} min.", "",
-          "Why these limits: in this space random candidates have flash ~120-210 KiB, SRAM 32-56 KiB (the arena is set by "
-          "the first stage's expanded activations) and 16-37 M estimated instructions; 160 KiB / 48 KiB / 30 M "
-          "leaves only a minority of them fitting (the fit rate of random search is in the table), so a search "
-          "must find the few fitting, accurate corners. Every engine measurement counts against the budget, "
-          "fitting or not; random search gets exactly as many as SparseNAS used.", "",
+          f"{summary['loadavg_after'][0]:.2f} after (2 shared CPUs); supernet {summary['supernet_steps']} sandwich steps "
+          f"(resumed from step {summary['supernet_resumed_from_step']} of its checkpoint); population "
+          f"{summary['population']}, {summary['generations']} generations; wall {wall / 60:.1f} min.", "",
+          f"Why these limits: the candidates of this space have {ranges}; SRAM is the planner's arena (set by the "
+          f"first stage's expanded activations) plus the stack. {flash_kb} KiB / {sram_kb} KiB / {minstr:g} M leave only "
+          f"a minority of them fitting (random search's fit rate is in the table), so a search must find the few "
+          f"fitting, accurate corners. Every engine measurement counts against the budget, fitting or not; random "
+          f"search gets exactly as many as SparseNAS used. Flash is the engine's estimate (encoded weights, params, "
+          f"code); the device section compares it with the linked image.", "",
           "| seed | evaluations | strategy | fitting (fit rate) | over flash/SRAM/instr | best val acc | its test acc | "
           "its est. instructions | flash B | hypervolume |",
           "|---|---|---|---|---|---|---|---|---|---|"]
@@ -304,15 +347,20 @@ def main() -> None:
                    f"instructions measured {s_dev['measured_instructions']:,} vs estimated {s_dev['estimated_instructions']:,} "
                    f"(est/measured {s_dev['estimated_over_measured']:.3f}); dense {s_dev['dense_instructions']:,} "
                    f"(dense/sparse {s_dev['dense_over_sparse']:.3f}); flash linked {s_dev['flash_bytes_linked']:,} B "
-                   f"(sparse) vs {s_dev['dense_flash_bytes_linked']:,} B (dense); {s_dev['sparse_layers']} sparse layers."]
+                   f"(sparse; the search's estimate {s_dev['estimated_flash_bytes']:,} B) vs "
+                   f"{s_dev['dense_flash_bytes_linked']:,} B (dense); SRAM linked {s_dev['sram_bytes_linked']:,} B; "
+                   f"{s_dev['sparse_layers']} sparse layers."]
     if r_dev:
         md += ["", f"Best random model of seed 0 (`{r_dev['arch']}`): measured {r_dev['measured_instructions']:,} vs "
                    f"estimated {r_dev['estimated_instructions']:,} instructions (est/measured "
-                   f"{r_dev['estimated_over_measured']:.3f}), bit-exact {r_dev['bit_exact']}."]
+                   f"{r_dev['estimated_over_measured']:.3f}), bit-exact {r_dev['bit_exact']}; flash linked "
+                   f"{r_dev['flash_bytes_linked']:,} B vs estimated {r_dev['estimated_flash_bytes']:,} B."]
     md += ["", f"Plot: `{name}.png` (accuracy vs estimated instructions, every fitting candidate and the 2-D Pareto "
                f"front of each strategy, one panel per seed; dashed: the instruction cap)."]
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
 
 
 if __name__ == "__main__":
