@@ -1,6 +1,6 @@
 """Ablations of mammoth2 on the shapes world: each a config swap, same budget, one table.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/mammoth2/ablations.py [--minutes 30] [--per-category 16]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mammoth2/ablations.py [--minutes 30] [--per-category 16]
         [--variants baseline,experts-none,aligner-last-layer,decoder-lumina2] [--config tiny]
 
 Variants (from the issue):
@@ -57,7 +57,13 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default="/tmp/mammoth2_ablations")
     parser.add_argument("--name", default="mammoth2_ablations")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     from tuskml.plugins.mammoth2.configs_train import load_train_config
     from tuskml.plugins.mammoth2.evaluate import EvalSettings, evaluate_run
@@ -93,8 +99,9 @@ def main() -> None:
         print(json.dumps(rows[-1]))
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"config": args.config, "minutes_per_variant": args.minutes, "steps_scale": scale,
-            "per_category": args.per_category, "split": settings.split, "loadavg": os.getloadavg(),
-            "cpus": os.cpu_count()}
+            "per_category": args.per_category, "split": settings.split, "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "eval_temperature": settings.temperature}
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     head = list(rows[0]) if rows else []
     md = [f"# mammoth2 ablations (`{args.config}`, steps x{scale}, <= {args.minutes} min each, "

@@ -1,6 +1,6 @@
 """Train the ``tiny`` preset once on this machine (at most 30 minutes) and score it on held-out prompts.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/mammoth2/train_tiny.py [--minutes 30] [--per-category 16]
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/mammoth2/train_tiny.py [--minutes 30] [--per-category 16]
 
 Baselines measured in the same run: the same model at its random initialisation (what training
 adds) and the ground-truth renders of the same prompts (what GenEvalMini can give at most). Records
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--config", default="tiny", help="training preset or TOML")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--per-category", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     parser.add_argument("--out", default="/tmp/mammoth2_tiny_run")
     parser.add_argument("--name", default="mammoth2_train_tiny")
     parser.add_argument("--reuse-run", action="store_true",
@@ -76,6 +77,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from tuskml.plugins.mammoth2.configs_train import load_train_config
     from tuskml.plugins.mammoth2.evaluate import EvalSettings, evaluate_pipeline, evaluate_run

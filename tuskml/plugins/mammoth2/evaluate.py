@@ -37,7 +37,9 @@ class EvalSettings:
     steps: int = 20
     guidance: float = 3.0
     ar_guidance: float = 2.0
-    temperature: float = 0.0  # greedy AR sampling: the most likely token plan
+    # sampled AR plans: greedy decoding puts the background token at almost every position (objects
+    # sit in random cells, so no single cell is likely to hold one) and plans empty images
+    temperature: float = 1.0
     top_k: int | None = None
     image_guidance: float = 1.5
     batch_size: int = 16
