@@ -48,7 +48,11 @@ def test_measurement_uses_encoded_sparse_flash_and_the_planner(setup):
     dense = ev.evaluate(SparseCandidate(arch=arch, layers=()))
     sparse = ev.evaluate(_all_sparse(space, arch))
     assert dense.fits and sparse.fits
-    assert sparse.measurement.flash_bytes < dense.measurement.flash_bytes
+    # the encoded weights are smaller; the BRL kernel's code (~14 KB, counted once) is what a sparse
+    # build adds, so on a model this small the total may not shrink
+    from tuskml.backends.sparse_engine.footprint import CODE_BYTES_PER_KERNEL
+
+    assert sparse.measurement.flash_bytes - CODE_BYTES_PER_KERNEL["brl"] < dense.measurement.flash_bytes
     assert sparse.measurement.sparse_layers > 0 and dense.measurement.sparse_layers == 0
     assert sparse.measurement.instructions < sparse.measurement.dense_instructions
     assert sparse.measurement.sram_bytes == dense.measurement.sram_bytes  # activations do not change
@@ -107,9 +111,10 @@ def test_supernas_with_the_real_engine(setup, tmp_path):
 
 def test_sparsenas_and_random_under_a_binding_limit(setup, tmp_path):
     space, ev, train = setup
-    # a flash limit between the smallest and the largest dense subnets makes some candidates infeasible
-    small = ev.evaluate(SparseCandidate(arch=space.smallest(), layers=())).measurement.flash_bytes
-    large = ev.evaluate(SparseCandidate(arch=space.largest(), layers=())).measurement.flash_bytes
+    # a flash limit between the smallest and the largest half-sparse subnets (BRL kernel code included)
+    # makes some candidates infeasible
+    small = ev.evaluate(_all_sparse(space, space.smallest(), s=0.5)).measurement.flash_bytes
+    large = ev.evaluate(_all_sparse(space, space.largest(), s=0.5)).measurement.flash_bytes
     limits = attrs.evolve(ev.limits, flash_bytes=(small + large) // 2)
     tight = CandidateEvaluator(space, ev.train_images, ev.val_images, ev.val_labels, limits, recalibration_batches=2)
     res = tuskml.create("search_strategies", "sparsenas", population=3, generations=1, seed=1).run(space, tight, tmp_path)
