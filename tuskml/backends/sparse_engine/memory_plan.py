@@ -13,8 +13,8 @@ that reading and writing the same address is safe:
 * element-wise ops (``add``, ``mul``, ``requantize``, ``lut``): the output takes the buffer of an
   input with the same shape whose value is not used by any later node;
 * ``depthwise_conv2d`` (if ``inplace_depthwise``): same condition. The kernel must then work channel
-  by channel: copy input channel ``c`` (``H*W`` bytes) into the node's scratch buffer
-  (``MemoryPlan.scratch[node.name] = (offset, nbytes)``), then write output channel ``c``. Output
+  by channel group: copy input channels ``c..c+3`` (``4*H*W`` bytes) into the node's scratch buffer
+  (``MemoryPlan.scratch[node.name] = (offset, nbytes)``), then write those output channels. Output
   position ``(oh, ow, c)`` only overwrites input positions of channel ``c``, which are in scratch.
 
 Placement is "first fit, decreasing size": buffers sorted by size (largest first), each put at the
@@ -162,8 +162,9 @@ def plan_memory(graph: Graph, *, alignment: int = 8, inplace_elementwise: bool =
             if group_life[g][1] == i and cand not in graph.outputs and acts.count(cand) == 1:
                 join(out, cand)
                 if node.op == "depthwise_conv2d":
-                    _, h, w, _ = graph.tensors[cand].shape
-                    scratch_need[node.name] = h * w
+                    _, h, w, c = graph.tensors[cand].shape
+                    # the C kernel works 4 channels at a time (tk_depthwise_inplace_scratch_bytes)
+                    scratch_need[node.name] = (4 if c >= 4 else 1) * h * w
                 break
 
     # scratch buffers are tiny groups alive only while their node runs
