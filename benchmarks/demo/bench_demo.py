@@ -40,14 +40,30 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def run_once(mode: str, threads: int, out: pathlib.Path) -> dict:
+def _last_progress(text: str | bytes | None) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [ln.strip() for ln in (text or "").replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-1][-200:] if lines else ""
+
+
+def run_once(mode: str, threads: int, out: pathlib.Path, timeout: float) -> dict:
     if out.exists():
         shutil.rmtree(out)
-    cmd = [*_tuskml(), "demo", "--out", str(out), "--threads", str(threads), *(["--quick"] if mode == "quick" else [])]
+    demo_args = ["demo", "--out", str(out), "--threads", str(threads), *(["--quick"] if mode == "quick" else [])]
+    cmd = [*_tuskml(), *demo_args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    base = {"mode": mode, "threads": threads, "command": " ".join(["tuskml", *demo_args]),
+            "target_seconds": TARGET_SECONDS[mode], "timeout_seconds": timeout}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # a result too: this setting is far off the target
+        return {**base, "timed_out": True, "wall_seconds": round(time.perf_counter() - t0, 2), "target_met": False,
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                "last_progress_line": _last_progress(exc.stderr), "phases": [], "results": {}}
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()
     if proc.returncode != 0:
@@ -55,9 +71,9 @@ def run_once(mode: str, threads: int, out: pathlib.Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     rows = {measure.strip(): value for family, measure, value in summary["rows"] if family != "time"}
     return {
-        "mode": mode, "threads": threads, "command": " ".join(cmd[1:]) if len(cmd) > 1 else cmd[0],
+        **base, "timed_out": False,
         "wall_seconds": round(wall, 2), "demo_wall_seconds": round(summary["wall_seconds"], 2),
-        "target_seconds": TARGET_SECONDS[mode], "target_met": wall < TARGET_SECONDS[mode],
+        "target_met": wall < TARGET_SECONDS[mode],
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
         "phases": summary["phases"], "not_timed": summary.get("not_timed", []),
         "results": {k: rows.get(k) for k in ("GenEvalMini overall (held-out prompts)",
@@ -76,12 +92,20 @@ def to_markdown(report: dict) -> str:
     first: dict[str, float] = {}
     for r in report["runs"]:
         base = first.setdefault(r["mode"], r["wall_seconds"])
-        lines.append(f"| {r['mode']} | {r['threads']} | {r['wall_seconds']:.1f} | {r['target_seconds']:.0f} | "
+        wall = f"> {r['wall_seconds']:.0f} (stopped)" if r.get("timed_out") else f"{r['wall_seconds']:.1f}"
+        lines.append(f"| {r['mode']} | {r['threads']} | {wall} | {r['target_seconds']:.0f} | "
                      f"{'yes' if r['target_met'] else 'NO'} | {r['wall_seconds'] / base:.2f}x | "
                      f"{r['loadavg_before'][0]:.2f} -> {r['loadavg_after'][0]:.2f} | "
-                     f"{r['results']['int8 accuracy on the emulated Cortex-M7']} | "
-                     f"{r['results']['GenEvalMini overall (held-out prompts)']} |")
-    lines += ["", "## Per phase (seconds; indented names are parts of the phase above them)", ""]
+                     f"{r['results'].get('int8 accuracy on the emulated Cortex-M7', '-')} | "
+                     f"{r['results'].get('GenEvalMini overall (held-out prompts)', '-')} |")
+    stopped = [r for r in report["runs"] if r.get("timed_out")]
+    for r in stopped:
+        lines += ["", f"{r['mode']} x{r['threads']} was stopped after {r['timeout_seconds']:.0f} s; its last progress "
+                      f"line: `{r['last_progress_line']}`"]
+    lines += ["", "## Per phase (seconds)", "",
+              "'mammoth2 eval: ...' rows are parts of 'sampling + scoring', 'SuperNAS measure' and 'SparseNAS "
+              "evaluate' of the row above them, 'tinyformer deploy: ...' rows of 'deploy (sparse + dense)'; "
+              "'search + deploy (total)' holds every 'tinyformer:' row.", ""]
     names: list[str] = []
     for r in report["runs"]:
         names += [p["phase"] for p in r["phases"] if p["phase"] not in names]
@@ -101,8 +125,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", default="quick:1,quick:2,full:1",
                     help="comma-separated MODE:THREADS, MODE quick or full (default: %(default)s)")
     ap.add_argument("--out-root", default=str(ROOT / "runs" / "bench_demo"))
+    ap.add_argument("--timeout-factor", type=float, default=2.5,
+                    help="stop a run after this many times its target (default: %(default)s)")
     ap.add_argument("--results", default=str(RESULTS / "demo_timing"), help="path without .json/.md")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the recorded .json")
     args = ap.parse_args(argv)
+    if args.markdown_only:
+        path = pathlib.Path(args.results)
+        path.with_suffix(".md").write_text(to_markdown(json.loads(path.with_suffix(".json").read_text())))
+        return
     plan = []
     for item in args.runs.split(","):
         mode, _, threads = item.strip().partition(":")
@@ -111,17 +142,20 @@ def main(argv: list[str] | None = None) -> None:
         plan.append((mode, int(threads)))
     report = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "commit": _git_commit(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-              "python": platform.python_version(), "command": "python benchmarks/demo/bench_demo.py --runs " + args.runs,
+              "python": platform.python_version(), "command": f"python benchmarks/demo/bench_demo.py --runs {args.runs} --timeout-factor {args.timeout_factor:g}",
               "runs": []}
-    for mode, threads in plan:
-        print(f"== tuskml demo {mode} with {threads} thread(s), load {os.getloadavg()[0]:.2f} ==", flush=True)
-        run = run_once(mode, threads, pathlib.Path(args.out_root) / f"{mode}-t{threads}")
-        print(f"   {run['wall_seconds']:.1f} s (target {run['target_seconds']:.0f} s)", flush=True)
-        report["runs"].append(run)
     out = pathlib.Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(report))
+    for mode, threads in plan:
+        print(f"== tuskml demo {mode} with {threads} thread(s), load {os.getloadavg()[0]:.2f} ==", flush=True)
+        run = run_once(mode, threads, pathlib.Path(args.out_root) / f"{mode}-t{threads}",
+                       timeout=args.timeout_factor * TARGET_SECONDS[mode])
+        print(f"   {run['wall_seconds']:.1f} s (target {run['target_seconds']:.0f} s)"
+              f"{' STOPPED' if run['timed_out'] else ''}", flush=True)
+        report["runs"].append(run)
+        # written after every run, so a long run that is stopped by hand keeps the earlier ones
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(to_markdown(report))
     print(to_markdown(report))
 
 
