@@ -86,7 +86,7 @@ def test_summary_json_has_the_rows_and_a_time_for_every_phase(demo):
     assert summary["quick"] is True and summary["threads"] == 1
     assert summary["not_timed"] == [], "a watched stage was renamed upstream; update the demo's watches"
     seconds = {p["phase"]: p["seconds"] for p in summary["phases"]}
-    for phase in ("imports (torch, mammoth2, tinyformer, SparseEngine)", "mammoth2: train VQ tokenizer",
+    for phase in ("imports (torch, timm, mammoth2, tinyformer, SparseEngine)", "mammoth2: train VQ tokenizer",
                   "mammoth2: train joint (NTP + FM)", "mammoth2 eval: text-to-image", "mammoth2 eval: edits",
                   "mammoth2 eval: answers", "tinyformer: SuperNAS", "tinyformer: supernet training",
                   "tinyformer: SparseNAS", "tinyformer: fine-tune", "tinyformer deploy: compile + link",
