@@ -45,7 +45,7 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--steps", default=20, show_default=True, help="DiT sampling steps.")
     @click.option("--guidance", default=3.0, show_default=True)
     @click.option("--ar-guidance", default=2.0, show_default=True)
-    @click.option("--temperature", default=0.0, show_default=True)
+    @click.option("--temperature", default=1.0, show_default=True, help="AR sampling temperature (0: greedy).")
     def generate_cmd(run_dir: str, prompts: tuple[str, ...], out: str, seed: int, steps: int, guidance: float,
                      ar_guidance: float, temperature: float) -> None:
         """Text to image: one PNG per PROMPT in --out."""
@@ -70,7 +70,7 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--steps", default=20, show_default=True)
     @click.option("--guidance", default=3.0, show_default=True, help="Text guidance.")
     @click.option("--image-guidance", default=1.5, show_default=True)
-    @click.option("--temperature", default=0.0, show_default=True)
+    @click.option("--temperature", default=1.0, show_default=True, help="AR sampling temperature (0: greedy).")
     def edit_cmd(run_dir: str, image: str, instruction: str, out: str, seed: int, steps: int, guidance: float,
                  image_guidance: float, temperature: float) -> None:
         """Edit IMAGE by INSTRUCTION."""
@@ -103,7 +103,7 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--split", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True)
     @click.option("--seed", default=0, show_default=True)
     @click.option("--steps", default=20, show_default=True)
-    @click.option("--temperature", default=0.0, show_default=True)
+    @click.option("--temperature", default=1.0, show_default=True, help="AR sampling temperature (0: greedy).")
     def eval_cmd(run_dir: str, out: str, per_category: int, split: str, seed: int, steps: int,
                  temperature: float) -> None:
         """GenEvalMini per category, edit success/preservation per kind, understanding accuracy per kind."""
