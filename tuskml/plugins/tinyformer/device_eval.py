@@ -97,7 +97,8 @@ def run_on_device(model: torch.nn.Module, calibration: torch.Tensor, test_images
         padded[:k] = part
         res = run_unicorn(result.elf, inputs={"tk_test_inputs": padded.tobytes()},
                           outputs={"tk_test_outputs": chunk * project.output_bytes}, cpu=tgt.cpu.name,
-                          max_instructions=max_instructions_per_sample * chunk)
+                          max_instructions=max_instructions_per_sample * chunk,
+                          count_functions=invoke is None)  # per-function counts: first chunk only
         emulator = res.emulator
         got[start:start + k] = np.frombuffer(res.outputs["tk_test_outputs"], np.int8).reshape(chunk, -1)[:k]
         if invoke is None:
