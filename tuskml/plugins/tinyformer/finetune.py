@@ -89,15 +89,14 @@ def finetune(model: nn.Module, data: ImageClassificationData, resolution: int, o
             raise ValueError(f"final_sparsity names layers the model does not have: {missing}")
         if blocks is None or set(final_sparsity) - set(blocks):
             raise ValueError("final_sparsity needs a block size for every layer it names (blocks)")
-        start = {p: block_sparsity(layers[p].detach(), blocks[p]) for p in final_sparsity}
-        if opts.steps == 0:
-            schedule = {-1: dict(final_sparsity)}
-        else:
-            schedule = pruning_schedule(start, dict(final_sparsity), opts.steps, opts.prune_fraction, opts.prune_stages)
         masks = dict(masks)
-        if -1 in schedule:
-            block_prune(model, schedule[-1], {p: blocks[p] for p in final_sparsity})
+        if opts.steps == 0:  # nothing to train: prune to the final sparsity at once
+            block_prune(model, dict(final_sparsity), {p: blocks[p] for p in final_sparsity})
             masks.update(sparsity_masks(model, list(final_sparsity)))
+        else:
+            start = {p: block_sparsity(layers[p].detach(), blocks[p]) for p in final_sparsity}
+            schedule = pruning_schedule(start, dict(final_sparsity), opts.steps, opts.prune_fraction,
+                                        opts.prune_stages)
 
     gen = torch.Generator().manual_seed(opts.seed)
     images = data.resized(resolution)

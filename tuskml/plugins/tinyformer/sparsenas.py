@@ -114,9 +114,14 @@ def _mbconv_blocks(arch: HybridArch, cfg: Any) -> list[tuple[int, int, int]]:
     return out
 
 
-def _lower(value: int, choices: tuple[int, ...]) -> int | None:
-    smaller = [c for c in choices if c < value]
-    return max(smaller) if smaller else None
+def _lower(value: float, choices: tuple[Any, ...]) -> Any:
+    """The next smaller choice, or None at the bottom."""
+    return max((c for c in choices if c < value), default=None)
+
+
+def _higher(value: float, choices: tuple[Any, ...]) -> Any:
+    """The next larger choice (a sparsity: fewer weights kept), or None at the top."""
+    return min((c for c in choices if c > value), default=None)
 
 
 def shrink_arch(arch: HybridArch, cfg: Any, rng: random.Random, *, kernel_matters: bool) -> HybridArch | None:
@@ -147,8 +152,8 @@ def shrink_arch(arch: HybridArch, cfg: Any, rng: random.Random, *, kernel_matter
     for s in range(arch.num_stages):
         emb = _lower(arch.embed_dims[s], cfg.embed_dims) if arch.is_vit_stage(s) else None
         if emb is not None:
-            heads = max(h for h in cfg.head_choices if emb % h == 0 and h <= arch.heads[s]) \
-                if any(emb % h == 0 and h <= arch.heads[s] for h in cfg.head_choices) else min(cfg.head_choices)
+            heads = max((h for h in cfg.head_choices if emb % h == 0 and h <= arch.heads[s]),
+                        default=min(cfg.head_choices))
             embeds, hs = list(arch.embed_dims), list(arch.heads)
             embeds[s], hs[s] = emb, heads
             return canonical(attrs.evolve(arch, embed_dims=tuple(embeds), heads=tuple(hs)), cfg)
@@ -165,10 +170,10 @@ def repair(space: Any, e: Evaluation, rng: random.Random, sparsities: tuple[floa
     if "flash" in over:
         sizes = _layer_sizes(space, arch)
         # the largest layers that can still be pruned further, by the weights they keep
-        movable = sorted((p for p in plan if _lower_f(plan[p][1], sparsities) is not None),
+        movable = sorted((p for p in plan if _higher(plan[p][1], sparsities) is not None),
                          key=lambda p: -sizes.get(p, 0) * (1.0 - plan[p][1]))
         for p in movable[:3]:
-            plan[p] = (plan[p][0], _lower_f(plan[p][1], sparsities))
+            plan[p] = (plan[p][0], _higher(plan[p][1], sparsities))
         if not movable:
             arch = shrink_arch(arch, space.config, rng, kernel_matters=False) or arch
     if "sram" in over:
@@ -179,12 +184,6 @@ def repair(space: Any, e: Evaluation, rng: random.Random, sparsities: tuple[floa
     fixed = SparseCandidate(arch=arch, layers=rebuild_plan(prunable_paths(space, arch), old, rng, block_sizes,
                                                            sparsities))
     return None if fixed == cand else fixed
-
-
-def _lower_f(value: float, choices: tuple[float, ...]) -> float | None:
-    """The next larger sparsity (fewer weights kept), or None at the top."""
-    larger = [c for c in choices if c > value]
-    return min(larger) if larger else None
 
 
 class SparseNAS:
