@@ -42,6 +42,19 @@ def _check_ids(ids: Iterable[int], vocab_size: int) -> list[int]:
     return out
 
 
+def _special_ids(name: str, base: int, extra: Iterable[str]) -> tuple[dict[str, int], dict[str, int], int]:
+    """Ids ``base, base+1, ...`` for the special roles, then ``extra`` tokens.
+
+    Returns (token string -> id for every special token, role -> id (pad, bos, eos, image_start, ...),
+    vocab_size).
+    """
+    names = [f"<|{role}|>" for role in SPECIAL_ROLES] + list(extra)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{name} tokenizer: extra_special_tokens repeat a token: {list(extra)}")
+    tokens = {tok: base + i for i, tok in enumerate(names)}
+    return tokens, {role: tokens[f"<|{role}|>"] for role in SPECIAL_ROLES}, base + len(names)
+
+
 class ByteTokenizer:
     """UTF-8 bytes as ids 0..255; ids 256.. are the special roles, then any extra special tokens.
 
@@ -52,14 +65,7 @@ class ByteTokenizer:
         config = config or BytesTokenizerConfig()
         self.config = config
         self.tuskml_config = config
-        names = [f"<|{role}|>" for role in SPECIAL_ROLES] + list(config.extra_special_tokens)
-        if len(set(names)) != len(names):
-            raise ConfigError(f"bytes tokenizer: extra_special_tokens repeat a token: {list(config.extra_special_tokens)}")
-        #: token string -> id for every special token
-        self.special_tokens: dict[str, int] = {name: 256 + i for i, name in enumerate(names)}
-        #: role -> id (pad, bos, eos, image_start, image_end, eol, eof, image_placeholder)
-        self.special: dict[str, int] = {role: self.special_tokens[f"<|{role}|>"] for role in SPECIAL_ROLES}
-        self.vocab_size = 256 + len(names)
+        self.special_tokens, self.special, self.vocab_size = _special_ids("bytes", 256, config.extra_special_tokens)
 
     def encode(self, text: str) -> list[int]:
         return list(_check_text(text).encode("utf-8"))
@@ -95,13 +101,8 @@ class WordTokenizer:
         self.tuskml_config = config
         self.words: tuple[str, ...] = tuple(config.vocabulary)
         self._ids = {w: i for i, w in enumerate(self.words)}
-        names = [f"<|{role}|>" for role in SPECIAL_ROLES] + list(config.extra_special_tokens)
-        if len(set(names)) != len(names):
-            raise ConfigError(f"words tokenizer: extra_special_tokens repeat a token: {list(config.extra_special_tokens)}")
-        base = len(self.words)
-        self.special_tokens: dict[str, int] = {name: base + i for i, name in enumerate(names)}
-        self.special: dict[str, int] = {role: self.special_tokens[f"<|{role}|>"] for role in SPECIAL_ROLES}
-        self.vocab_size = base + len(names)
+        self.special_tokens, self.special, self.vocab_size = _special_ids("words", len(self.words),
+                                                                           config.extra_special_tokens)
 
     def encode(self, text: str) -> list[int]:
         pieces = _WORD.findall(_check_text(text).lower())
