@@ -68,3 +68,38 @@ def test_image_size_mismatch_and_existing_run_are_refused(tmp_path):
     (tmp_path / "b" / "checkpoints" / "latest").write_text("step-0000001")
     with pytest.raises(TrainingError, match="--resume"):
         Trainer(TrainConfig(), tmp_path / "b")
+
+
+def test_task_batch_draws_each_task_in_its_own_forward(tmp_path):
+    from tuskml.plugins.mammoth2.sequence import Role
+    from tuskml.plugins.mammoth2.train import Trainer
+
+    with pytest.raises(ValueError, match="task_batch"):
+        TrainConfig(task_batch=(4, 4))
+    with pytest.raises(ValueError, match="task_batch"):
+        TrainConfig(task_batch=(0, 0, 0))
+    with pytest.raises(ValueError, match="data.task must be 'mixed'"):
+        TrainConfig(task_batch=(1, 1, 1), data=attrs.evolve(TrainConfig().data, task="t2i"))
+    cfg = TrainConfig(task_batch=(3, 2, 5))
+    assert cfg.samples_per_step == 10 and cfg.uses_understanding()
+    assert not TrainConfig(task_batch=(3, 2, 0)).uses_understanding()
+    trainer = Trainer(cfg, tmp_path / "run")
+    t2i, edit, und = trainer._joint_batches(0)
+    assert [b["input_ids"].shape[0] for b in (t2i, edit, und)] == [3, 2, 5]
+    assert bool(t2i["has_target"].all()) and not bool(t2i["has_source"].any())
+    assert bool(edit["has_source"].all()) and bool((edit["roles"] == int(Role.SOURCE_IMAGE)).any(-1).all())
+    assert bool(und["has_understanding"].all()) and not bool(und["has_target"].any())
+    # the step's batches are a pure function of the step (exact resume), and differ between steps
+    again = trainer._joint_batches(0)
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip((t2i, edit, und), again))
+    assert not torch.equal(trainer._joint_batches(1)[2]["input_ids"], und["input_ids"])
+    # the loss module sums the groups' losses
+    from tuskml.plugins.mammoth2.train import _LossModule
+
+    model = trainer.model.eval()
+    torch.manual_seed(0)  # the flow-matching loss draws noise and t
+    total = _LossModule(model)([t2i, und])[0]
+    torch.manual_seed(0)
+    assert torch.allclose(total, model(**t2i).loss + model(**und).loss)
+    mixed = Trainer(TrainConfig(batch_size=6), tmp_path / "mixed")._joint_batches(0)
+    assert len(mixed) == 1 and mixed[0]["input_ids"].shape[0] == 6

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 MICRO = """
 batch_size = 4
+task_batch = [2, 1, 2]
 lr = 2e-3
 warmup_steps = 2
 checkpoint_every = 4
@@ -164,7 +165,7 @@ def test_ddp_two_processes_agree_on_sharded_data(micro):
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 2 and all(r["world_size"] == 2 and r["ranks_agree"] for r in results)
     assert results[0]["loss"] != results[1]["loss"], "both ranks saw the same batch: data is not sharded"
-    assert results[0]["samples_seen"] == 2 * (2 * 8 + 14 * 4)
+    assert results[0]["samples_seen"] == 2 * (2 * 8 + 14 * (2 + 1 + 2))  # tokenizer, then task_batch steps
     assert sorted(p.name for p in (run / "checkpoints" / f"step-{TOTAL:07d}").glob("rng-rank*")) == \
         ["rng-rank0.safetensors", "rng-rank1.safetensors"]
 

@@ -38,6 +38,12 @@ def _unit(instance: object, attribute: attrs.Attribute, value: float) -> None:
         raise ValueError(f"{attribute.name} must lie in [0, 1), got {value}")
 
 
+def _task_batch(instance: object, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
+    if value and (len(value) != 3 or any(int(v) != v or v < 0 for v in value) or sum(value) <= 0):
+        raise ValueError(f"task_batch must be empty or three non-negative integers (text-to-image, edit, "
+                         f"understanding) with a positive sum, got {value}")
+
+
 @tuskml.config_class
 class StageConfig:
     """One joint-training stage: ``steps`` optimizer steps with the ``frozen`` parts frozen."""
@@ -70,6 +76,11 @@ class TrainConfig:
         factory=lambda: (StageConfig(name="frozen-backbone", steps=50, frozen=("backbone",)),
                          StageConfig(name="full", steps=450)))
     batch_size: int = attrs.field(default=16, validator=_ge1)
+    # per-task batch sizes (text-to-image, edit, understanding) per process; when given, every step
+    # draws this many samples of each task and runs each task group as its own forward (no padding
+    # of short understanding rows to edit length), summing the three losses. Empty: ``batch_size``
+    # samples of the ``data.mix`` mixture, all in one forward.
+    task_batch: tuple[int, ...] = attrs.field(default=(), validator=_task_batch)
     lr: float = attrs.field(default=1e-3, validator=attrs.validators.gt(0))
     min_lr_ratio: float = attrs.field(default=0.1, validator=[_ge0, attrs.validators.le(1)])
     weight_decay: float = attrs.field(default=0.01, validator=_ge0)
@@ -93,6 +104,19 @@ class TrainConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not self.stages:
             raise ValueError("stages must list at least one joint-training stage")
+        if self.task_batch and self.data.task != "mixed":
+            raise ValueError(f"task_batch sets per-task batch sizes, so data.task must be 'mixed', got "
+                             f"{self.data.task!r}")
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples per process in one joint step."""
+        return sum(self.task_batch) if self.task_batch else self.batch_size
+
+    def uses_understanding(self) -> bool:
+        if self.task_batch:
+            return self.task_batch[2] > 0
+        return self.data.task == "understanding" or (self.data.task == "mixed" and self.data.mix[2] > 0)
 
     @property
     def joint_steps(self) -> int:

@@ -44,7 +44,7 @@ from tuskml.core.errors import CheckpointError, ConfigError, TuskmlError
 from tuskml.plugins.mammoth2.configs_model import Mammoth2Config
 from tuskml.plugins.mammoth2.configs_train import TrainConfig
 from tuskml.plugins.mammoth2.model import Mammoth2Model
-from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
+from tuskml.plugins.mammoth2.shapes_world import TASKS, ShapesWorld
 
 CONFIG_FILE = "train_config.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -137,9 +137,11 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        out = self.model(**batch)
-        return out.loss, out.ntp_loss, out.fm_loss, out.vq_loss
+    def forward(self, batches: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        """Sum of the loss parts over ``batches`` (one per task group, or one mixed batch)."""
+        outs = [self.model(**batch) for batch in batches]
+        return tuple(torch.stack([getattr(o, name) for o in outs]).sum()
+                     for name in ("loss", "ntp_loss", "fm_loss", "vq_loss"))
 
 
 class _VQLossModule(nn.Module):
@@ -241,11 +243,13 @@ class Trainer:
         if config.data.image_size != self.model.config.image_size:
             raise ConfigError(f"data.image_size ({config.data.image_size}) differs from the model's image_size "
                               f"({self.model.config.image_size}); set them equal")
-        if self.model.vision_encoder is None and config.data.task in ("mixed", "understanding") and (
-                config.data.task == "understanding" or config.data.mix[2] > 0):
+        if self.model.vision_encoder is None and config.uses_understanding():
             raise ConfigError("the model has no vision_encoder, so it cannot train on understanding samples; "
-                              "set data.mix's third weight to 0 or give the model a vision_encoder")
+                              "set the understanding weight (data.mix's or task_batch's third entry) to 0 or "
+                              "give the model a vision_encoder")
         self.data = ShapesWorld(config.data)
+        # with task_batch: one stream per task, each its own forward in a step
+        self.task_data = [ShapesWorld(attrs.evolve(config.data, task=task)) for task in TASKS] if config.task_batch else []
         self.joint_params = [p for n, p in self.model.named_parameters()
                              if not n.startswith(("visual_tokenizer.", "codec."))]
         self.vq_opt = torch.optim.AdamW(self.model.visual_tokenizer.parameters(), lr=config.tokenizer.lr,
@@ -408,6 +412,19 @@ class Trainer:
             return float(torch.nn.utils.clip_grad_norm_(live, self.config.grad_clip))
         return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in live])))
 
+    def _joint_batches(self, joint_step: int) -> list[dict[str, torch.Tensor]]:
+        """The model batches of one joint step: one mixed batch, or one per task with ``task_batch``."""
+        cfg = self.config
+        if not cfg.task_batch:
+            idx = batch_indices(cfg.seed, 2, joint_step, cfg.batch_size, self.dist, len(self.data))
+            return [self.model.make_batch([self.data[i].to_model_sample() for i in idx])]
+        batches = []
+        for task_id, (data, size) in enumerate(zip(self.task_data, cfg.task_batch)):
+            if size:
+                idx = batch_indices(cfg.seed, 10 + task_id, joint_step, size, self.dist, len(data))
+                batches.append(self.model.make_batch([data[i].to_model_sample() for i in idx]))
+        return batches
+
     def _images(self, indices: list[int]) -> torch.Tensor:
         from tuskml.plugins.mammoth2.shapes_world import to_tensor
 
@@ -464,16 +481,15 @@ class Trainer:
                 lr = cfg.lr * lr_factor(joint_step, cfg.joint_steps, cfg.warmup_steps, cfg.min_lr_ratio)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                idx = batch_indices(cfg.seed, 2, joint_step, cfg.batch_size, self.dist, len(self.data))
-                batch = self.model.make_batch([self.data[i].to_model_sample() for i in idx])
+                batches = self._joint_batches(joint_step)
                 with self._autocast():
-                    loss, ntp, fmv, _ = ddp_joint(batch)
+                    loss, ntp, fmv, _ = ddp_joint(batches)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gnorm = self._clip(self.joint_params)
                 self.opt.step()
                 self.ema.update(self.model.decoder)
-                n = len(idx)
+                n = cfg.samples_per_step
                 last = {"phase": stage.name, "loss": loss.item(), "ntp": ntp.item(), "fm": fmv.item(),
                         "grad_norm": gnorm, "lr": lr}
             self.step += 1
