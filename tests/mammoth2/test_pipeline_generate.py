@@ -17,11 +17,32 @@ def pipe() -> Mammoth2Pipeline:
     return Mammoth2Pipeline.from_preset("tiny", seed=0)
 
 
-@pytest.fixture(scope="module", params=["mammoth2-ar", "hf-causal-lm"])
+@pytest.fixture(scope="module", params=["mammoth2-ar", "hf-causal-lm", "visual-positions"])
 def either_backbone(request, pipe) -> Mammoth2Pipeline:
     if request.param == "mammoth2-ar":
         return pipe
+    if request.param == "visual-positions":
+        other = Mammoth2Pipeline.from_preset("tiny", seed=0, overrides={"visual_positions": True})
+        with torch.no_grad():  # large enough that a wrong slot would change the sampled tokens
+            other.model.visual_positions.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
+        return other
     return Mammoth2Pipeline.from_preset("tiny", seed=0, overrides={"backbone": {"type": "hf-causal-lm"}})
+
+
+def test_image_slots_number_each_image_block():
+    model = Mammoth2Model(load_preset("tiny", visual_positions=True))
+    lay, s = model.layout, model.special
+    codes = torch.zeros(8, 8, dtype=torch.long)
+    ids, _ = lay.edit(codes, model.text_tokenizer.encode("make the red circle blue"), codes)
+    slots = model.image_slots(torch.tensor([ids]))[0].tolist()
+    source_start, target_start = [i for i, t in enumerate(ids) if t == s.image_start]
+    block = list(range(lay.generated_length + 1))  # codes with eols, then eof
+    assert slots[source_start + 1:source_start + 2 + lay.generated_length] == block
+    assert slots[target_start + 1:target_start + 2 + lay.generated_length] == block
+    assert set(slots[:source_start + 1]) == {-1} and slots[target_start] == -1
+    assert set(slots[target_start + 2 + lay.generated_length:]) == {-1}  # image_end, eos
+    und, _ = Mammoth2Model(load_preset("tiny")).layout.understanding([5, 6], [7])
+    assert set(model.image_slots(torch.tensor([und]))[0].tolist()) == {-1}  # placeholders are the ViT's
 
 
 def test_generate_a_batch_of_prompts(pipe):

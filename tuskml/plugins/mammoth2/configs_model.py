@@ -61,5 +61,10 @@ class Mammoth2Config(tuskml.ModelConfig):
     # latent (teacher-forced codes in training, sampled codes at inference), so the DiT sees the
     # plan on the target's own grid instead of only through the aligner (an extension, not in the paper)
     plan_reference: bool = False
+    # a learned embedding per slot of an image block (row-major codes with their eol, then eof),
+    # added to the AR's input at every source and target image token, so the AR knows which cell it
+    # reads or writes without counting eols through 1-D RoPE, and an edit's target token finds its
+    # source token by content; the role of LlamaGen's 2-D RoPE / Qwen2-VL's M-RoPE (not in the paper)
+    visual_positions: bool = False
     projector_depth: int = attrs.field(default=2, validator=_ge1)  # ViT features -> AR width (MLP depth)
     train_visual_tokenizer: bool = False  # add the VQ loss to the total and let its gradients flow

@@ -179,6 +179,10 @@ class Mammoth2Model(nn.Module):
                                    decoder=decoder_cfg, aligner=aligner_cfg)
         self.layout = TokenLayout(special=special, gen_vocab_start=int(self.backbone.gen_vocab_start),
                                   codebook_size=codebook_size, grid=grid, num_placeholders=num_placeholders)
+        self.visual_positions: nn.Embedding | None = None
+        if config.visual_positions:  # one slot per generated token (rows with eol) plus eof
+            self.visual_positions = nn.Embedding(self.layout.generated_length + 1, hidden)
+            nn.init.normal_(self.visual_positions.weight, std=0.02)
         self.latent_size = size // downsample
 
     # --- small helpers ---------------------------------------------------------------------------------
@@ -300,11 +304,31 @@ class Mammoth2Model(nn.Module):
         row_embeds = row_embeds.masked_scatter(slots[..., None], feats.to(row_embeds.dtype).reshape(-1))
         return embeds.index_copy(0, rows, row_embeds)
 
+    def image_slots(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Long[B, T]: each image token's slot in its block (0 = first code after ``[image_start]``,
+        eols and eof included), -1 elsewhere (text, specials, understanding placeholders)."""
+        s = self.special
+        t = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        last_start = torch.where(input_ids == s.image_start, t, torch.full_like(t, -1)).cummax(dim=1).values
+        body = (input_ids >= self.layout.gen_vocab_start) | (input_ids == s.eol) | (input_ids == s.eof)
+        slot = t - last_start - 1
+        return torch.where(body & (last_start >= 0) & (slot <= self.layout.generated_length), slot, -1)
+
     def run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                      position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                     output_hidden_states: bool = False, past_key_values: Any = None, use_cache: bool = False) -> Any:
+                     output_hidden_states: bool = False, past_key_values: Any = None, use_cache: bool = False,
+                     image_slots: torch.Tensor | None = None) -> Any:
+        """The AR backbone on ``input_ids``. With ``visual_positions``, image tokens get their slot's
+        embedding added; ``image_slots`` (Long[B, T], -1 = none) must be given when the ids do not
+        hold the ``[image_start]`` of their block (one-token decoding steps), else it is derived."""
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
+        if self.visual_positions is not None:
+            slots = self.image_slots(input_ids) if image_slots is None else image_slots
+            if inputs_embeds is None:
+                inputs_embeds = self.backbone.embed(input_ids)
+            extra = self.visual_positions(slots.clamp(min=0)) * (slots >= 0).unsqueeze(-1)
+            inputs_embeds = inputs_embeds + extra.to(inputs_embeds.dtype)
         return self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              inputs_embeds=inputs_embeds, past_key_values=past_key_values, use_cache=use_cache,
                              output_hidden_states=output_hidden_states)

@@ -232,12 +232,15 @@ class Mammoth2Pipeline:
     # --- stage 1: AR sampling with a KV cache ----------------------------------------------------------
 
     def _decode_loop(self, batch: TokenBatch, hidden: torch.Tensor | None, *, steps: int, guidance: float,
-                     choose: Any, inputs_embeds: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                     choose: Any, inputs_embeds: torch.Tensor | None = None,
+                     image_tokens: bool = False) -> Iterator[torch.Tensor]:
         """Prefill the prompt, then yield logits and take the next token from ``choose(step, logits)``.
 
         Rows are the batch (conditional) and, when ``guidance != 1``, a copy of the batch with
         ``hidden`` positions masked out of attention (the unconditional branch). The generator
         yields guided logits ``[B, V]`` for each step; ``choose`` returns tokens ``Long[B]``.
+        ``image_tokens``: the prompt ends with ``[image_start]`` and step k feeds slot k of an image
+        block (for ``visual_positions``).
         """
         model = self.model
         ids, pad_mask = batch.input_ids, batch.attention_mask
@@ -262,8 +265,11 @@ class Mammoth2Pipeline:
             if step == steps - 1:
                 break
             feed = torch.cat([token, token]) if use_cfg else token
+            # slot of the fed token in its image block (image sampling starts right after [image_start])
+            slots = torch.full_like(feed[:, None], step if image_tokens else -1)
             out = model.run_backbone(feed[:, None], torch.ones_like(feed[:, None], dtype=torch.bool),
-                                     position_ids=next_pos, past_key_values=cache, use_cache=True)
+                                     position_ids=next_pos, past_key_values=cache, use_cache=True,
+                                     image_slots=slots)
             cache = out.past_key_values
             next_pos = next_pos + 1
             logits = out.logits[:, -1]
@@ -283,7 +289,7 @@ class Mammoth2Pipeline:
             return start + sample_next(visual, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
         tokens = list(self._decode_loop(batch, hidden, steps=layout.generated_length, guidance=guidance,
-                                        choose=choose))
+                                        choose=choose, image_tokens=True))
         return torch.stack(tokens, dim=1)
 
     # --- stage 2: condition + DiT ----------------------------------------------------------------------
