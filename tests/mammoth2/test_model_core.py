@@ -186,3 +186,26 @@ def test_plan_reference_gives_the_dit_the_decoded_target_codes(monkeypatch):
     assert torch.allclose(plans, model.plan_latents(codes), atol=1e-5)
     edit_refs = max(seen, key=len)
     assert torch.allclose(edit_refs[1], model.encode_latents(img[1:2]), atol=1e-6)
+
+
+def test_fm_max_rows_limits_the_dit_rows_but_not_the_ar_rows(monkeypatch):
+    """fm_max_rows = 1: only the first image-making row reaches the DiT; NTP still covers every row."""
+    model = Mammoth2Model(load_preset("tiny", fm_max_rows=1, prompt_dropout=0.0, source_dropout=0.0)).eval()
+    full = Mammoth2Model(load_preset("tiny", prompt_dropout=0.0, source_dropout=0.0)).eval()
+    full.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
+    batch = model.make_batch([TextToImageSample("a red circle", img[0]), TextToImageSample("a square", img[1])])
+    rows = []
+    decoder_forward = model.decoder.forward
+
+    def spy(x_t, t, cond, cond_mask, refs=None):
+        rows.append(x_t.shape[0])
+        return decoder_forward(x_t, t, cond, cond_mask, refs)
+
+    monkeypatch.setattr(model.decoder, "forward", spy)
+    out, ref = model(**batch), full(**batch)
+    assert rows == [1]
+    assert torch.allclose(out.ntp_loss, ref.ntp_loss)  # the AR's loss is over both rows either way
+    with pytest.raises(ValueError, match="fm_max_rows"):
+        load_preset("tiny", fm_max_rows=-1)

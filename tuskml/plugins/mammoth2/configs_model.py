@@ -66,5 +66,10 @@ class Mammoth2Config(tuskml.ModelConfig):
     # reads or writes without counting eols through 1-D RoPE, and an edit's target token finds its
     # source token by content; the role of LlamaGen's 2-D RoPE / Qwen2-VL's M-RoPE (not in the paper)
     visual_positions: bool = False
+    # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
+    # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the
+    # tiny preset the aligner + DiT take ~75% of a step, so the AR can see several times more rows
+    # per second when only some rows also train the DiT. Every row still trains the AR (NTP).
+    fm_max_rows: int = attrs.field(default=0, validator=_ge0)
     projector_depth: int = attrs.field(default=2, validator=_ge1)  # ViT features -> AR width (MLP depth)
     train_visual_tokenizer: bool = False  # add the VQ loss to the total and let its gradients flow

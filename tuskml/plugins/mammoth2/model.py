@@ -408,6 +408,8 @@ class Mammoth2Model(nn.Module):
         if target_images is None or not bool(has_target.any()):
             return hidden_states[-1].sum() * 0.0
         rows = has_target.nonzero().squeeze(-1)
+        if self.config.fm_max_rows:
+            rows = rows[: self.config.fm_max_rows]
         cond, cond_mask = self.condition([h[rows] for h in hidden_states], roles[rows], visible[rows])
         with torch.no_grad():  # the codec is frozen: latents are data, not parameters
             x1 = self.encode_latents(target_images[rows])
