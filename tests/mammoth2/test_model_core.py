@@ -209,3 +209,23 @@ def test_fm_max_rows_limits_the_dit_rows_but_not_the_ar_rows(monkeypatch):
     assert torch.allclose(out.ntp_loss, ref.ntp_loss)  # the AR's loss is over both rows either way
     with pytest.raises(ValueError, match="fm_max_rows"):
         load_preset("tiny", fm_max_rows=-1)
+
+
+def test_plan_noise_swaps_plan_codes_in_training_only(monkeypatch):
+    model = Mammoth2Model(load_preset("tiny", plan_reference=True, plan_noise=0.5, prompt_dropout=0.0))
+    img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    batch = model.make_batch([TextToImageSample("a red circle", img[0]), TextToImageSample("a square", img[1])])
+    planned = []
+    plan_latents = model.plan_latents
+
+    def spy(codes):
+        planned.append(codes.clone())
+        return plan_latents(codes)
+
+    monkeypatch.setattr(model, "plan_latents", spy)
+    truth = model.visual_codes(img)
+    model.train()(**batch)
+    changed = (planned[-1] != truth).float().mean().item()
+    assert 0.3 < changed < 0.6  # about half the codes swapped (a swap may draw the same code)
+    model.eval()(**batch)
+    assert torch.equal(planned[-1], truth)

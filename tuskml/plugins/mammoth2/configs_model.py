@@ -71,5 +71,10 @@ class Mammoth2Config(tuskml.ModelConfig):
     # tiny preset the aligner + DiT take ~75% of a step, so the AR can see several times more rows
     # per second when only some rows also train the DiT. Every row still trains the AR (NTP).
     fm_max_rows: int = attrs.field(default=0, validator=_ge0)
+    # training, with plan_reference: each code of the teacher-forced plan is swapped for a random
+    # code with this probability before the DiT sees it. Sampled plans are never as clean as the
+    # target's own codes (an edit's AR copies its source imperfectly), so the DiT learns to check
+    # the plan against the edit source and the aligner's conditions instead of copying it blindly
+    plan_noise: float = attrs.field(default=0.0, validator=_probability)
     projector_depth: int = attrs.field(default=2, validator=_ge1)  # ViT features -> AR width (MLP depth)
     train_visual_tokenizer: bool = False  # add the VQ loss to the total and let its gradients flow

@@ -425,6 +425,9 @@ class Mammoth2Model(nn.Module):
                 raise Mammoth2InputError("plan_reference needs the input_ids of the batch (the target's codes)")
             h, w = self.layout.grid
             codes = input_ids[rows][roles[rows] == int(Role.TARGET_VISUAL)] - self.layout.gen_vocab_start
+            if self.training and self.config.plan_noise > 0:
+                swap = torch.rand(codes.shape, device=codes.device) < self.config.plan_noise
+                codes = torch.where(swap, torch.randint_like(codes, self.layout.codebook_size), codes)
             plan = self.plan_latents(codes.view(rows.numel(), h, w))
         pred = torch.empty_like(x1)
         for group_has_ref in (False, True):
