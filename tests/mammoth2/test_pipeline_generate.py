@@ -8,7 +8,7 @@ import torch
 
 from tuskml.plugins.mammoth2.model import Mammoth2InputError, Mammoth2Model
 from tuskml.plugins.mammoth2.pipeline import GenerationResult, Mammoth2Pipeline, load_preset
-from tuskml.plugins.mammoth2.sequence import collate, dropped_mask, positions_from_mask
+from tuskml.plugins.mammoth2.sequence import Role, collate, dropped_mask, positions_from_mask
 from tuskml.plugins.mammoth2.token_sampling import SamplingError
 
 
@@ -177,3 +177,56 @@ def test_cfg_range_outside_the_trajectory_equals_no_guidance():
     # equal up to float noise (the guided call re-encodes two branches in one batch)
     assert torch.allclose(unguided.pixels, out_of_range.pixels, atol=1e-4)
     assert (unguided.pixels - guided.pixels).abs().max() > 1e-2
+
+
+def test_source_hints_line_up_with_the_slot_each_position_predicts():
+    model = Mammoth2Model(load_preset("tiny", source_hints=True))
+    lay, s = model.layout, model.special
+    source = torch.arange(64).view(8, 8)
+    ids, roles = lay.edit(source, model.text_tokenizer.encode("make the red circle blue"), source + 100)
+    ids_t, roles_t = torch.tensor([ids]), torch.tensor([[int(r) for r in roles]])
+    hints = model.source_hint_ids(ids_t, roles_t, torch.ones_like(ids_t, dtype=torch.bool))[0]
+    labels = torch.tensor(ids[1:] + [s.pad])
+    want = [int(t) - lay.gen_vocab_start - 100 if t >= lay.gen_vocab_start + 100 else lay.codebook_size
+            for t in labels.tolist()]
+    target_start = max(i for i, t in enumerate(ids) if t == s.image_start)
+    for p in range(target_start, target_start + lay.generated_length + 1):  # predicts slots 0 .. eof
+        assert int(hints[p]) == want[p], p
+    assert set(hints[:target_start].tolist()) == {-1} and set(hints[target_start + lay.generated_length + 1:].tolist()) == {-1}
+    hidden_source = torch.tensor([[r != int(Role.SOURCE_IMAGE) for r in roles_t[0].tolist()]])
+    assert set(model.source_hint_ids(ids_t, roles_t, hidden_source)[0].tolist()) == {-1}  # no source, no hints
+    t2i, t2i_roles = lay.generation(model.text_tokenizer.encode("a red circle"), source)
+    t2i_hints = model.source_hint_ids(torch.tensor([t2i]), torch.tensor([[int(r) for r in t2i_roles]]),
+                                      torch.ones(1, len(t2i), dtype=torch.bool))
+    assert set(t2i_hints[0].tolist()) == {-1}
+
+
+def test_cached_edit_sampling_with_source_hints_equals_full_recompute():
+    pipe = Mammoth2Pipeline.from_preset("tiny", seed=0, overrides={"source_hints": True, "visual_positions": True})
+    model = pipe.model
+    with torch.no_grad():  # large enough that a misaligned hint would change the tokens
+        model.source_hints.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+    lay = model.layout
+    src = torch.randint(0, lay.codebook_size, (2, 8, 8), generator=torch.Generator().manual_seed(3))
+    batch = collate([lay.edit(c, model.text_tokenizer.encode(t)) for c, t in zip(src, ["remove the red circle", "add a blue square at top left"])],
+                    model.special.pad, padding_side="left")
+    rows = torch.ones(2, dtype=torch.bool)
+    hidden = dropped_mask(batch.roles, rows, ~rows)
+    guidance = 2.0
+    with torch.no_grad():
+        tokens = pipe.sample_visual_tokens(batch, hidden, guidance=guidance, temperature=0.0, top_k=None, top_p=None,
+                                           generator=torch.Generator().manual_seed(0))
+        ids = torch.cat([batch.input_ids, tokens], dim=1)
+        gen_roles = torch.where(tokens == model.special.eol, int(Role.TARGET_SPECIAL), int(Role.TARGET_VISUAL))
+        roles = torch.cat([batch.roles, gen_roles], dim=1)
+        pad = torch.cat([batch.attention_mask, torch.ones_like(tokens, dtype=torch.bool)], dim=1)
+        hid = torch.cat([hidden, torch.zeros_like(tokens, dtype=torch.bool)], dim=1)
+        pos = positions_from_mask(pad)
+        logits = [model.run_backbone(ids, vis, position_ids=pos, source_hints=model.source_hint_ids(ids, roles, vis)).logits
+                  for vis in (pad, pad & ~hid)]
+    guided = logits[1] + guidance * (logits[0] - logits[1])
+    start, stop = lay.gen_vocab_start, lay.gen_vocab_start + lay.codebook_size
+    p = batch.input_ids.shape[1]
+    for step in range(lay.generated_length):
+        if not lay.is_row_end(step):
+            assert torch.equal(tokens[:, step], start + guided[:, p - 1 + step, start:stop].argmax(-1)), f"step {step}"

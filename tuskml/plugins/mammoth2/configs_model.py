@@ -66,6 +66,11 @@ class Mammoth2Config(tuskml.ModelConfig):
     # reads or writes without counting eols through 1-D RoPE, and an edit's target token finds its
     # source token by content; the role of LlamaGen's 2-D RoPE / Qwen2-VL's M-RoPE (not in the paper)
     visual_positions: bool = False
+    # edits: the AR input that predicts target slot j also gets an embedding of the SOURCE token at
+    # slot j (zero-initialised table), so copying the unchanged part of an edit is an identity through
+    # the residual stream and the AR's capacity goes to the edited cell; the AR counterpart of
+    # InstructPix2Pix's channel-concatenated source latent (an extension, not in the paper)
+    source_hints: bool = False
     # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
     # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the
     # tiny preset the aligner + DiT take ~75% of a step, so the AR can see several times more rows

@@ -179,6 +179,10 @@ class Mammoth2Model(nn.Module):
                                    decoder=decoder_cfg, aligner=aligner_cfg)
         self.layout = TokenLayout(special=special, gen_vocab_start=int(self.backbone.gen_vocab_start),
                                   codebook_size=codebook_size, grid=grid, num_placeholders=num_placeholders)
+        self.source_hints: nn.Embedding | None = None
+        if config.source_hints:  # one row per code, plus one for the eol / eof slots
+            self.source_hints = nn.Embedding(codebook_size + 1, hidden)
+            nn.init.zeros_(self.source_hints.weight)
         self.visual_positions: nn.Embedding | None = None
         if config.visual_positions:  # one slot per generated token (rows with eol) plus eof
             self.visual_positions = nn.Embedding(self.layout.generated_length + 1, hidden)
@@ -314,20 +318,55 @@ class Mammoth2Model(nn.Module):
         slot = t - last_start - 1
         return torch.where(body & (last_start >= 0) & (slot <= self.layout.generated_length), slot, -1)
 
+    def source_codes(self, input_ids: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
+        """Long[B, L]: each row's source block (rows with eols, then eof) as ``source_hints`` indices
+        (the code, or ``codebook_size`` for eol / eof), -1 for rows without a source."""
+        length = self.layout.generated_length + 1
+        is_source = roles == int(Role.SOURCE_IMAGE)
+        out = torch.full((input_ids.shape[0], length), -1, dtype=torch.long, device=input_ids.device)
+        rows = is_source.any(-1)
+        if bool(rows.any()):
+            ids = input_ids[rows][is_source[rows]].view(-1, length) - self.layout.gen_vocab_start
+            out[rows] = torch.where(ids >= 0, ids, self.layout.codebook_size)
+        return out
+
+    def source_hint_ids(self, input_ids: torch.Tensor, roles: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Long[B, T]: at the position that predicts target slot j, the source's slot-j hint index;
+        -1 elsewhere and in rows whose source is hidden (unconditional branches see no hints)."""
+        source = self.source_codes(input_ids, roles)
+        t = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        target = (roles == int(Role.TARGET_VISUAL)) | (roles == int(Role.TARGET_SPECIAL))
+        slots = torch.where(target, self.image_slots(input_ids), -1)
+        # the target's [image_start] (the last one of an edit row) predicts slot 0
+        last_start = torch.where(input_ids == self.special.image_start, t, -1).max(dim=1, keepdim=True).values
+        slots = torch.where(t == last_start, -1, slots)
+        predicts = torch.where(t == last_start, 0, torch.where(slots >= 0, slots + 1, -1))
+        predicts = torch.where(predicts < source.shape[1], predicts, -1)
+        hints = source.gather(1, predicts.clamp(min=0))
+        sees_source = (visible & (roles == int(Role.SOURCE_IMAGE))).any(-1, keepdim=True)
+        return torch.where((predicts >= 0) & (hints >= 0) & sees_source, hints, -1)
+
     def run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                      position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                      output_hidden_states: bool = False, past_key_values: Any = None, use_cache: bool = False,
-                     image_slots: torch.Tensor | None = None) -> Any:
+                     image_slots: torch.Tensor | None = None, source_hints: torch.Tensor | None = None) -> Any:
         """The AR backbone on ``input_ids``. With ``visual_positions``, image tokens get their slot's
         embedding added; ``image_slots`` (Long[B, T], -1 = none) must be given when the ids do not
-        hold the ``[image_start]`` of their block (one-token decoding steps), else it is derived."""
+        hold the ``[image_start]`` of their block (one-token decoding steps), else it is derived.
+        With ``source_hints``, ``source_hints`` (Long[B, T] from :meth:`source_hint_ids`, -1 = none)
+        adds the edit source's hint embeddings; None adds none."""
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
+        extra = None
         if self.visual_positions is not None:
             slots = self.image_slots(input_ids) if image_slots is None else image_slots
+            extra = self.visual_positions(slots.clamp(min=0)) * (slots >= 0).unsqueeze(-1)
+        if self.source_hints is not None and source_hints is not None:
+            hint = self.source_hints(source_hints.clamp(min=0)) * (source_hints >= 0).unsqueeze(-1)
+            extra = hint if extra is None else extra + hint
+        if extra is not None:
             if inputs_embeds is None:
                 inputs_embeds = self.backbone.embed(input_ids)
-            extra = self.visual_positions(slots.clamp(min=0)) * (slots >= 0).unsqueeze(-1)
             inputs_embeds = inputs_embeds + extra.to(inputs_embeds.dtype)
         return self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              inputs_embeds=inputs_embeds, past_key_values=past_key_values, use_cache=use_cache,
@@ -379,8 +418,9 @@ class Mammoth2Model(nn.Module):
         visible = attention_mask & ~hidden
 
         embeds = self.input_embeddings(input_ids, roles, understanding_images, has_understanding)
+        hints = self.source_hint_ids(input_ids, roles, visible) if self.source_hints is not None else None
         out = self.run_backbone(input_ids, visible, position_ids=positions_from_mask(attention_mask),
-                                inputs_embeds=embeds, output_hidden_states=True)
+                                inputs_embeds=embeds, output_hidden_states=True, source_hints=hints)
 
         labels = ntp_labels(input_ids, roles)
         if bool((labels != -100).any()):

@@ -240,20 +240,26 @@ class Mammoth2Pipeline:
         ``hidden`` positions masked out of attention (the unconditional branch). The generator
         yields guided logits ``[B, V]`` for each step; ``choose`` returns tokens ``Long[B]``.
         ``image_tokens``: the prompt ends with ``[image_start]`` and step k feeds slot k of an image
-        block (for ``visual_positions``).
+        block (for ``visual_positions``), and an edit's source hints follow the fed slot.
         """
         model = self.model
-        ids, pad_mask = batch.input_ids, batch.attention_mask
+        ids, pad_mask, roles = batch.input_ids, batch.attention_mask, batch.roles
         visible = pad_mask
         use_cfg = guidance != 1.0 and hidden is not None
         if use_cfg:
-            ids = torch.cat([ids, ids])
+            ids, roles = torch.cat([ids, ids]), torch.cat([roles, roles])
             visible = torch.cat([pad_mask, pad_mask & ~hidden])
             pad_mask = torch.cat([pad_mask, pad_mask])
             if inputs_embeds is not None:
                 inputs_embeds = torch.cat([inputs_embeds, inputs_embeds])
+        hints = source = None
+        if model.source_hints is not None and image_tokens:  # step k feeds slot k and predicts slot k+1
+            hints = model.source_hint_ids(ids, roles, visible)
+            sees_source = (visible & (roles == int(Role.SOURCE_IMAGE))).any(-1, keepdim=True)
+            source = torch.where(sees_source, model.source_codes(ids, roles), -1)
         positions = positions_from_mask(pad_mask)
-        out = model.run_backbone(ids, visible, position_ids=positions, inputs_embeds=inputs_embeds, use_cache=True)
+        out = model.run_backbone(ids, visible, position_ids=positions, inputs_embeds=inputs_embeds, use_cache=True,
+                                 source_hints=hints)
         cache = out.past_key_values
         next_pos = positions[:, -1:] + 1
         logits = out.logits[:, -1]
@@ -267,9 +273,11 @@ class Mammoth2Pipeline:
             feed = torch.cat([token, token]) if use_cfg else token
             # slot of the fed token in its image block (image sampling starts right after [image_start])
             slots = torch.full_like(feed[:, None], step if image_tokens else -1)
+            if source is not None:
+                hints = source[:, step + 1:step + 2] if step + 1 < source.shape[1] else torch.full_like(slots, -1)
             out = model.run_backbone(feed[:, None], torch.ones_like(feed[:, None], dtype=torch.bool),
                                      position_ids=next_pos, past_key_values=cache, use_cache=True,
-                                     image_slots=slots)
+                                     image_slots=slots, source_hints=hints)
             cache = out.past_key_values
             next_pos = next_pos + 1
             logits = out.logits[:, -1]
@@ -310,8 +318,11 @@ class Mammoth2Pipeline:
         extra = ids.shape[1] - batch.input_ids.shape[1]
         visibles = [pad_mask & ~torch.cat([h, h.new_zeros(b, extra)], dim=1) for h in branches]
         n = len(branches)
-        out = model.run_backbone(ids.repeat(n, 1), torch.cat(visibles), position_ids=positions_from_mask(pad_mask).repeat(n, 1),
-                                 output_hidden_states=True)
+        all_visible = torch.cat(visibles)
+        hints = (model.source_hint_ids(ids.repeat(n, 1), roles.repeat(n, 1), all_visible)
+                 if model.source_hints is not None else None)
+        out = model.run_backbone(ids.repeat(n, 1), all_visible, position_ids=positions_from_mask(pad_mask).repeat(n, 1),
+                                 output_hidden_states=True, source_hints=hints)
         cond, mask = model.condition(out.hidden_states, roles.repeat(n, 1), torch.cat(visibles))
         return [(cond[i * b:(i + 1) * b], mask[i * b:(i + 1) * b]) for i in range(n)]
 
