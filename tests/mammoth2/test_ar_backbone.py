@@ -191,3 +191,39 @@ def test_checkpoint_round_trip_of_a_non_default_config(tmp_path):
     ids = _mixed_ids(model, 2, 4, 3)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_factorized_generation_head_sums_one_logit_and_one_embedding_per_digit():
+    model = _backbone(gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6))
+    assert not hasattr(model, "gen_head") and not hasattr(model, "gen_embed_tokens")
+    ids = _mixed_ids(model, 2, 3, 5)
+    out = model(ids, output_hidden_states=True)
+    assert out.logits.shape == (2, 8, model.text_vocab_size + 24)
+    h = out.hidden_states[-1]
+    a, b = (head(h) for head in model.gen_head_factors)
+    expected = (a[..., :, None] + b[..., None, :]).flatten(-2)  # token i*6 + j gets a_i + b_j
+    torch.testing.assert_close(out.logits[..., model.text_vocab_size:], expected)
+    emb = model.embed(torch.tensor([[model.gen_vocab_start + 2 * 6 + 5]]))[0, 0]
+    torch.testing.assert_close(emb, model.gen_embed_factors[0].weight[2] + model.gen_embed_factors[1].weight[5])
+    # digits are independent given the context: the softmax over tokens is the product of the digits'
+    p = out.logits[..., model.text_vocab_size:].softmax(-1)
+    torch.testing.assert_close(p, (a.softmax(-1)[..., :, None] * b.softmax(-1)[..., None, :]).flatten(-2))
+
+
+def test_factorized_head_kv_cache_matches_full_recomputation():
+    model = _backbone(gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6))
+    ids = _mixed_ids(model, 2, 4, 4)
+    full = model(ids).logits
+    cache = KVCache(model.num_layers)
+    model(ids[:, :5], past_key_values=cache)
+    step = model(ids[:, 5:], past_key_values=cache).logits
+    torch.testing.assert_close(step, full[:, 5:], atol=1e-5, rtol=1e-4)
+
+
+def test_factorized_head_config_errors():
+    from tuskml.plugins.mammoth2.configs_ar import Mammoth2ARConfig
+
+    with pytest.raises(ValueError, match="multiply to 20"):
+        Mammoth2ARConfig(gen_vocab_size=24, gen_factors=(4, 5))
+    with pytest.raises(BackboneInputError, match="needs gen_factors"):
+        _backbone(gen_head="factorized")

@@ -50,6 +50,18 @@ def test_model_derives_sizes_shared_by_parts(tiny):
     assert model.config.aligner.in_dim == model.backbone.hidden_size
 
 
+def test_factorized_generation_head_takes_its_digits_from_a_product_quantised_vq():
+    cfg = load_preset("tiny", visual_tokenizer={"num_codebooks": 2, "codebook_size": 8},
+                      backbone={"gen_head": "factorized", "gen_factors": [3, 5], "gen_vocab_size": 15})
+    model = Mammoth2Model(cfg)  # written sizes are replaced by the derived ones
+    assert model.config.backbone.gen_factors == (8, 8) and model.config.backbone.gen_vocab_size == 64
+    assert model.layout.codebook_size == 64
+    out = model(**model.example_inputs())
+    assert torch.isfinite(out.loss)
+    with pytest.raises(tuskml.ConfigError, match="num_codebooks >= 2"):
+        Mammoth2Model(load_preset("tiny", visual_tokenizer={"num_codebooks": 1}, backbone={"gen_head": "factorized"}))
+
+
 def test_inconsistent_image_size_is_a_clear_error():
     with pytest.raises(tuskml.ConfigError, match="image_size"):
         Mammoth2Model(load_preset("tiny", image_size=30))
@@ -108,7 +120,9 @@ def test_fm_gradients_reach_backbone_and_generation_experts():
         if i >= start:
             expert_grad = sum(p.grad.abs().sum() for p in layer.gen_mlp.parameters() if p.grad is not None)
             assert expert_grad > 0, f"no FM gradient in the generation expert of layer {i}"
-    assert model.backbone.gen_embed_tokens.weight.grad.abs().sum() > 0
+    bb = model.backbone  # one generation table, or one per digit with a factorised head
+    tables = list(bb.gen_embed_factors) if bb.gen_factors else [bb.gen_embed_tokens]
+    assert all(t.weight.grad.abs().sum() > 0 for t in tables)
     # NTP alone does not touch the DiT
     model.zero_grad()
     model(**batch).ntp_loss.backward()

@@ -92,3 +92,41 @@ def test_bad_inputs():
 
 def test_conformance(tmp_path):
     check_component("tokenizers", "vq", tmp_path)
+
+
+def test_product_quantisation_tokens_are_mixed_radix_digits():
+    torch.manual_seed(0)
+    vq = tuskml.create("tokenizer", "vq", num_codebooks=2, codebook_size=16, code_dim=8).eval()
+    assert vq.codebook_size == 256 and vq.codebook_factors == (16, 16)
+    q = vq.quantize
+    codes = torch.arange(256)
+    # token i*16 + j is group 0's code i next to group 1's code j
+    vectors = q.lookup(codes)
+    torch.testing.assert_close(vectors[:, :4], q.codebooks[0].lookup(codes // 16))
+    torch.testing.assert_close(vectors[:, 4:], q.codebooks[1].lookup(codes % 16))
+    assert torch.equal(q.nearest(vectors), codes)
+    images = _images(2)
+    out = vq(images)
+    assert out.codes.shape == (2, 8, 8) and int(out.codes.max()) < 256
+    torch.testing.assert_close(vq.decode(vq.encode(images)), out.recon.clamp(-1, 1))
+
+
+def test_product_quantisation_trains_every_sub_codebook():
+    torch.manual_seed(0)
+    vq = tuskml.create("tokenizer", "vq", num_codebooks=2, codebook_size=8, code_dim=8)
+    out = vq(_images(4))
+    out.loss.backward()
+    assert all(cb.embedding.grad.abs().sum() > 0 for cb in vq.quantize.codebooks)
+    assert vq.encoder.net[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"num_codebooks": 3, "code_dim": 8}, "divisible by num_codebooks"),
+    ({"num_codebooks": 0}, "num_codebooks"),
+    ({"num_codebooks": 2, "codebook_size": 1}, "codebook_size >= 2"),
+])
+def test_product_quantisation_config_errors(fields, message):
+    from tuskml.plugins.mammoth2.configs_ar import VQTokenizerConfig
+
+    with pytest.raises(ValueError, match=message):
+        VQTokenizerConfig(**fields)

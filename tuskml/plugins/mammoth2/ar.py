@@ -16,6 +16,7 @@ transformers too: the embeddings, then each layer's output, the last one after t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,11 +210,26 @@ class Mammoth2AR(nn.Module):
         self.gen_vocab_start = config.text_vocab_size
 
         self.embed_tokens = nn.Embedding(config.text_vocab_size, config.hidden_size)
-        self.gen_embed_tokens = nn.Embedding(config.gen_vocab_size, config.hidden_size)
+        self.gen_factors: tuple[int, ...] = ()
+        if config.gen_head == "factorized":
+            if not config.gen_factors:
+                raise BackboneInputError(
+                    "gen_head='factorized' needs gen_factors (the radices of a generation token's digits); a "
+                    "mammoth2 model derives them from a product-quantised visual tokenizer (num_codebooks > 1)"
+                )
+            self.gen_factors = tuple(config.gen_factors)
+            # one embedding table and one head per digit; a token's embedding / logit is their sum
+            self.gen_embed_factors = nn.ModuleList(nn.Embedding(f, config.hidden_size) for f in self.gen_factors)
+            self.gen_head_factors = nn.ModuleList(nn.Linear(config.hidden_size, f, bias=False) for f in self.gen_factors)
+            radix = [math.prod(self.gen_factors[i + 1:]) for i in range(len(self.gen_factors))]
+            self.register_buffer("gen_radix", torch.tensor(radix), persistent=False)
+        else:
+            self.gen_embed_tokens = nn.Embedding(config.gen_vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(ARDecoderLayer(config, i, self.experts) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.text_vocab_size, bias=False)
-        self.gen_head = nn.Linear(config.hidden_size, config.gen_vocab_size, bias=False)
+        if not self.gen_factors:
+            self.gen_head = nn.Linear(config.hidden_size, config.gen_vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
         if config.tie_text_embeddings:
@@ -258,8 +274,25 @@ class Mammoth2AR(nn.Module):
     def _embed_checked(self, input_ids: torch.Tensor) -> torch.Tensor:
         gen_mask = self.generation_mask(input_ids)
         text = self.embed_tokens(input_ids.clamp(max=self.text_vocab_size - 1))
-        gen = self.gen_embed_tokens((input_ids - self.gen_vocab_start).clamp(min=0))
+        gen = self.gen_embed((input_ids - self.gen_vocab_start).clamp(min=0))
         return torch.where(gen_mask.unsqueeze(-1), gen, text)
+
+    def gen_embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[..., D]`` of generation codes (ids minus ``gen_vocab_start``) ``[...]``."""
+        if not self.gen_factors:
+            return self.gen_embed_tokens(codes)
+        digits = torch.div(codes[..., None], self.gen_radix, rounding_mode="floor") % self.gen_radix.new_tensor(self.gen_factors)
+        return sum(table(digits[..., i]) for i, table in enumerate(self.gen_embed_factors))
+
+    def gen_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Generation logits ``[..., gen_vocab_size]`` of final hidden states ``x [..., D]``."""
+        if not self.gen_factors:
+            return self.gen_head(x)
+        out = None
+        for head in self.gen_head_factors:  # logit(i, j, ...) = a_i + b_j + ...
+            part = head(x)
+            out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
+        return out
 
     # --- forward -------------------------------------------------------------------------------------
 
@@ -314,7 +347,7 @@ class Mammoth2AR(nn.Module):
         x = self.norm(x)
         if output_hidden_states:
             hidden[-1] = x
-        logits = torch.cat((self.lm_head(x), self.gen_head(x)), dim=-1)
+        logits = torch.cat((self.lm_head(x), self.gen_logits(x)), dim=-1)
         return BackboneOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None,
                               past_key_values=cache if use_cache else None)
 

@@ -11,6 +11,7 @@ not survive a round trip); "use the architecture's own value" is written ``0`` w
 from __future__ import annotations
 
 import json
+import math
 from typing import Literal
 
 import attrs
@@ -83,8 +84,15 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     tie_text_embeddings: bool = False
     init_std: float = attrs.field(default=0.02, validator=_gt0)
     experts: tuskml.ExpertsConfig = attrs.field(factory=FFNExpertsConfig)
+    gen_head: Literal["flat", "factorized"] = "flat"
+    gen_factors: tuple[int, ...] = ()
 
     def __attrs_post_init__(self) -> None:
+        if any(f < 1 for f in self.gen_factors):
+            raise ValueError(f"gen_factors must be positive radices, got {self.gen_factors}")
+        if self.gen_factors and math.prod(self.gen_factors) != self.gen_vocab_size:
+            raise ValueError(f"gen_factors {self.gen_factors} multiply to {math.prod(self.gen_factors)}, but "
+                             f"gen_vocab_size is {self.gen_vocab_size}; they must agree")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.head_dim % 2:
@@ -232,6 +240,12 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
 
     ``quantizer``: ``rotation`` (gradients pass through the rotation taking the encoder output onto its
     code, Fifty et al. 2024) or ``straight-through`` (identity gradient).
+
+    ``num_codebooks`` > 1 is product quantisation: ``code_dim`` is split into that many equal groups,
+    each quantised by its own codebook of ``codebook_size`` entries; a token is the mixed-radix number
+    of the group codes, so the visual vocabulary has ``codebook_size ** num_codebooks`` tokens (e.g.
+    two codebooks of 16 make 256 tokens from 32 learned vectors). Pair it with the backbone's
+    ``gen_head = "factorized"`` to predict each group's code separately.
     """
 
     image_size: int = attrs.field(default=32, validator=_ge1)
@@ -241,6 +255,7 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
     num_res_blocks: int = attrs.field(default=1, validator=_ge0)
     codebook_size: int = attrs.field(default=256, validator=_ge1)
     code_dim: int = attrs.field(default=8, validator=_ge1)
+    num_codebooks: int = attrs.field(default=1, validator=_ge1)
     quantizer: Literal["rotation", "straight-through"] = "rotation"
     commitment_weight: float = attrs.field(default=0.25, validator=_ge0)
     codebook_weight: float = attrs.field(default=1.0, validator=_ge0)
@@ -252,3 +267,9 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
             raise ValueError(
                 f"image_size={self.image_size} is not divisible by 2**num_downsamples={2**self.num_downsamples}"
             )
+        if self.code_dim % self.num_codebooks:
+            raise ValueError(f"code_dim={self.code_dim} must be divisible by num_codebooks={self.num_codebooks} "
+                             f"(each sub-codebook quantises code_dim / num_codebooks dimensions)")
+        if self.num_codebooks > 1 and self.codebook_size < 2:
+            raise ValueError(f"product quantisation (num_codebooks={self.num_codebooks}) needs codebook_size >= 2, "
+                             f"got {self.codebook_size}")

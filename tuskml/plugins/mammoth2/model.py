@@ -131,7 +131,16 @@ class Mammoth2Model(nn.Module):
         grid = tuple(int(g) for g in self.visual_tokenizer.grid_size(size))
 
         text_vocab = int(self.text_tokenizer.vocab_size)
-        backbone_cfg = _with_fields(config.backbone, text_vocab_size=text_vocab, gen_vocab_size=codebook_size)
+        factors = None
+        if getattr(config.backbone, "gen_head", "flat") == "factorized":
+            factors = tuple(int(f) for f in getattr(self.visual_tokenizer, "codebook_factors", (codebook_size,)))
+            if len(factors) < 2:
+                raise ConfigError(
+                    "backbone.gen_head = 'factorized' predicts a visual token digit by digit, which needs a "
+                    "product-quantised visual tokenizer: set visual_tokenizer.num_codebooks >= 2 (or gen_head = 'flat')"
+                )
+        backbone_cfg = _with_fields(config.backbone, text_vocab_size=text_vocab, gen_vocab_size=codebook_size,
+                                    gen_factors=factors)
         self.backbone = tuskml.create("backbones", backbone_cfg)
         if int(self.backbone.gen_vocab_start) < text_vocab:
             raise ConfigError(

@@ -7,6 +7,9 @@ lookup either by the *rotation trick* (the encoder output is rotated onto its co
 treated as a constant, so the gradient keeps the angle between output and code; Fifty et al. 2024)
 or by the classic straight-through copy. The encoder here is convolutional (the reference's is a
 ViT); the interface (``encode``/``decode``/``forward``) does not depend on that choice.
+
+With ``num_codebooks`` > 1 the code vector is product-quantised (:class:`ProductCodebook`): each of
+its groups has its own small codebook and a token is the mixed-radix number of the group codes.
 """
 
 from __future__ import annotations
@@ -152,6 +155,49 @@ class L2Codebook(nn.Module):
         return out, codes, commitment, codebook
 
 
+class ProductCodebook(nn.Module):
+    """Product quantiser: the code vector is split into ``num_codebooks`` equal groups, each L2-normalised
+    and quantised by its own :class:`L2Codebook` of ``codebook_size`` entries. The token is the
+    mixed-radix number of the group codes, first group most significant (``i * K + j`` for two groups),
+    so the vocabulary is ``codebook_size ** num_codebooks`` while each group learns only K entries.
+    Tokens share structure: all tokens with the same first digit share that group's vector, which lets a
+    factorised AR head (``gen_head = "factorized"``) predict each digit on its own."""
+
+    def __init__(self, num_codebooks: int, codebook_size: int, code_dim: int, quantizer: str,
+                 restart_unused_after: int = 0):
+        super().__init__()
+        self.num_codebooks = num_codebooks
+        self.size = codebook_size
+        self.group_dim = code_dim // num_codebooks
+        self.codebooks = nn.ModuleList(L2Codebook(codebook_size, self.group_dim, quantizer, restart_unused_after)
+                                       for _ in range(num_codebooks))
+        self.register_buffer("radix", codebook_size ** torch.arange(num_codebooks - 1, -1, -1), persistent=False)
+
+    def _groups(self, e: torch.Tensor) -> torch.Tensor:
+        return e.view(e.shape[0], self.num_codebooks, self.group_dim)
+
+    def digits(self, codes: torch.Tensor) -> torch.Tensor:
+        """Token ids ``[N]`` -> per-group code ids ``[N, num_codebooks]``."""
+        return torch.div(codes[:, None], self.radix, rounding_mode="floor") % self.size
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        d = self.digits(codes)
+        return torch.cat([cb.lookup(d[:, g]) for g, cb in enumerate(self.codebooks)], dim=-1)
+
+    def nearest(self, e: torch.Tensor) -> torch.Tensor:
+        groups = self._groups(e)
+        return sum(cb.nearest(groups[:, g]) * self.radix[g] for g, cb in enumerate(self.codebooks))
+
+    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        groups = self._groups(e)
+        outs = [cb(groups[:, g]) for g, cb in enumerate(self.codebooks)]
+        q = torch.cat([o[0] for o in outs], dim=-1)
+        codes = sum(o[1] * self.radix[g] for g, o in enumerate(outs))
+        commitment = torch.stack([o[2] for o in outs]).mean()
+        codebook = torch.stack([o[3] for o in outs]).mean()
+        return q, codes, commitment, codebook
+
+
 class VQTokenizer(nn.Module):
     """``encode(images) -> codes [B, h, w]``, ``decode(codes) -> images``, ``forward(images) -> VQOutput``.
 
@@ -163,11 +209,19 @@ class VQTokenizer(nn.Module):
         config = config or VQTokenizerConfig()
         self.config = config
         self.tuskml_config = config
-        self.codebook_size = config.codebook_size
+        #: tokens of the visual vocabulary (``codebook_size ** num_codebooks``)
+        self.codebook_size = config.codebook_size**config.num_codebooks
+        #: the radices of a token's digits, one per sub-codebook (``(codebook_size,)`` without product quantisation)
+        self.codebook_factors = (config.codebook_size,) * config.num_codebooks
         self.code_dim = config.code_dim
         self.downsample = 2**config.num_downsamples
         self.encoder = VQEncoder(config)
-        self.quantize = L2Codebook(config.codebook_size, config.code_dim, config.quantizer, config.restart_unused_after)
+        self.quantize: L2Codebook | ProductCodebook
+        if config.num_codebooks == 1:
+            self.quantize = L2Codebook(config.codebook_size, config.code_dim, config.quantizer, config.restart_unused_after)
+        else:
+            self.quantize = ProductCodebook(config.num_codebooks, config.codebook_size, config.code_dim,
+                                            config.quantizer, config.restart_unused_after)
         self.decoder = VQDecoder(config)
 
     def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -186,7 +240,9 @@ class VQTokenizer(nn.Module):
     def _unit_latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         z = self.encoder(images)
         b, d, h, w = z.shape
-        return F.normalize(z.permute(0, 2, 3, 1).reshape(-1, d), dim=-1), (b, h, w)
+        g = self.config.num_codebooks  # each sub-codebook's group is a unit vector of its own
+        e = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, g, d // g), dim=-1)
+        return e.reshape(-1, d), (b, h, w)
 
     def _decode_vectors(self, q: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
         b, h, w = shape
