@@ -60,3 +60,41 @@ def test_bad_inputs_and_configs(tmp_path):
 
 def test_conformance(tmp_path):
     check_component("backbones", "timm-vit", tmp_path)
+
+
+def test_conv_stem_keeps_the_token_grid_and_learns_locality_from_timm_layers(tmp_path):
+    from timm.layers import HybridEmbed
+
+    torch.manual_seed(0)
+    vit = tuskml.create("backbone", "timm-vit", stem_channels=(16, 32), stem_strides=(2, 2)).eval()
+    assert isinstance(vit.model.patch_embed, HybridEmbed)
+    assert vit.model.patch_embed.proj.kernel_size == (2, 2)  # 8 px per token = stem stride 4 x patch 2
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert vit(images).shape == (2, 16, 64) and vit.num_tokens == 16
+    fine = tuskml.create("backbone", "timm-vit", stem_channels=(16, 32), stem_strides=(1, 2), patch_size=4,
+                         stem_norm="group")
+    assert fine.num_tokens == 64 and fine(images).shape == (2, 64, 64)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fine.modules())
+    # a stem model's own weights load back (stem and BatchNorm statistics included)
+    from safetensors.torch import save_file
+
+    path = tmp_path / "stem.safetensors"
+    save_file(vit.model.state_dict(), str(path))
+    same = tuskml.create("backbone", "timm-vit", stem_channels=(16, 32), stem_strides=(2, 2),
+                         weights_path=str(path)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(same(images), vit(images))
+
+
+def test_conv_stem_config_validation():
+    from tuskml.plugins.mammoth2.configs_ar import TimmViTConfig
+
+    with pytest.raises(ValueError, match="same length"):
+        TimmViTConfig(stem_channels=(16, 32), stem_strides=(2,))
+    with pytest.raises(ValueError, match="must be >= 1"):
+        TimmViTConfig(stem_channels=(0,), stem_strides=(1,))
+    with pytest.raises(ValueError, match="total stride 8 .* must divide patch_size=4"):
+        TimmViTConfig(patch_size=4, stem_channels=(8, 8, 8), stem_strides=(2, 2, 2))
+    with pytest.raises(ValueError, match="stem_norm"):
+        TimmViTConfig(stem_channels=(8,), stem_strides=(1,), stem_norm="layer")
+    assert TimmViTConfig().stem_channels == ()  # default: plain patchify, as before

@@ -156,10 +156,30 @@ class TimmViTConfig(tuskml.BackboneConfig):
     keep_prefix_tokens: bool = False
     #: map [-1, 1] images to the (mean, std) normalisation of the timm model; False feeds them as is
     imagenet_normalize: bool = True
+    #: a convolutional stem in front of the transformer (timm's ``ConvStem`` inside ``HybridEmbed``):
+    #: one 3x3 conv per entry with these output channels, norm + activation between convs; ``()``
+    #: patchifies the pixels directly. The stem gives a small from-scratch encoder the locality a
+    #: linear patchify lacks; ``patch_size`` stays the pixels per token (the stem's strides included).
+    stem_channels: tuple[int, ...] = ()
+    #: stride of each stem conv (one per ``stem_channels`` entry); their product must divide ``patch_size``
+    stem_strides: tuple[int, ...] = ()
+    #: normalisation between the stem's convs: ``batch`` (timm's default) or ``group`` (one group, no
+    #: running statistics, so training and inference see the same function)
+    stem_norm: Literal["batch", "group"] = attrs.field(default="batch",
+                                                       validator=attrs.validators.in_(("batch", "group")))
 
     def __attrs_post_init__(self) -> None:
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}")
+        if len(self.stem_channels) != len(self.stem_strides):
+            raise ValueError(f"stem_channels {self.stem_channels} and stem_strides {self.stem_strides} need one entry "
+                             f"per stem conv (same length)")
+        if any(c < 1 for c in self.stem_channels) or any(s < 1 for s in self.stem_strides):
+            raise ValueError(f"stem_channels {self.stem_channels} and stem_strides {self.stem_strides} must be >= 1")
+        stride = math.prod(self.stem_strides)
+        if self.patch_size % stride:
+            raise ValueError(f"the stem's total stride {stride} (product of stem_strides {self.stem_strides}) must "
+                             f"divide patch_size={self.patch_size}")
 
 
 # --- tokenizers ---------------------------------------------------------------------------------------

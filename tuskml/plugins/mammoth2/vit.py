@@ -8,6 +8,8 @@ with. The model that owns this encoder projects the features to the AR width.
 
 from __future__ import annotations
 
+import functools
+import math
 import pathlib
 import sys
 from typing import Any
@@ -55,9 +57,13 @@ class TimmViTEncoder(nn.Module):
         self.tuskml_config = config
         overrides: dict[str, Any] = {k: v for k, v in (("embed_dim", config.embed_dim), ("depth", config.depth),
                                                         ("num_heads", config.num_heads)) if v}
+        patch_size = config.patch_size
+        if config.stem_channels:
+            overrides["embed_layer"] = self._stem_embed(config)
+            patch_size //= math.prod(config.stem_strides)  # HybridEmbed patchifies the stem's feature map
         try:
             self.model = timm.create_model(config.model_name, pretrained=False, num_classes=0, img_size=config.img_size,
-                                           patch_size=config.patch_size, in_chans=config.in_chans, **overrides)
+                                           patch_size=patch_size, in_chans=config.in_chans, **overrides)
         except RuntimeError as exc:  # timm's "Unknown model"
             raise ConfigError(f"timm-vit: cannot build timm model {config.model_name!r}: {exc}") from exc
         except TypeError as exc:
@@ -82,6 +88,17 @@ class TimmViTEncoder(nn.Module):
                 probe = torch.zeros(1, config.in_chans, config.img_size, config.img_size)
                 num_patches = self._tokens(self.model.forward_features(probe)).shape[1] - self.num_prefix_tokens
         self.num_tokens = num_patches + (self.num_prefix_tokens if config.keep_prefix_tokens else 0)
+
+    @staticmethod
+    def _stem_embed(config: TimmViTConfig) -> Any:
+        """timm's ``HybridEmbed`` around a ``ConvStem`` (3x3 convs, norm + ReLU between them)."""
+        from timm.layers import GroupNorm1, HybridEmbed
+        from timm.models.vision_transformer_hybrid import ConvStem
+
+        norm: Any = nn.BatchNorm2d if config.stem_norm == "batch" else GroupNorm1
+        stem = ConvStem(in_chans=config.in_chans, depth=len(config.stem_channels), channels=config.stem_channels,
+                        kernel_size=3, stride=config.stem_strides, norm_layer=norm)
+        return functools.partial(HybridEmbed, backbone=stem)
 
     def _load_weights(self, path: pathlib.Path) -> None:
         state = _read_state_dict(path)
