@@ -21,8 +21,8 @@ def tuskml_backbones():
                         description="a transformers causal LM (e.g. Qwen3, local folder or config) with a "
                                     "generation vocabulary and experts added by module surgery")
     yield ComponentSpec(name="timm-vit", factory=f"{_M}.vit:TimmViTEncoder", config_cls=configs_ar.TimmViTConfig,
-                        description="timm ViT understanding encoder (no download; optional local weights) "
-                                    "returning patch features [B, N, D]")
+                        description="timm ViT understanding encoder (optional conv stem; no download; optional "
+                                    "local weights) returning patch features [B, N, D]")
 
 
 @hookimpl
@@ -50,7 +50,7 @@ def tuskml_tokenizers():
                         description="a tokenizer.json from a local path (tokenizers package) with special roles")
     yield ComponentSpec(name="vq", factory=f"{_M}.vq:VQTokenizer", config_cls=configs_ar.VQTokenizerConfig,
                         description="trainable discrete visual tokenizer: conv encoder, L2-normalised codebook "
-                                    "(rotation trick or straight-through), conv decoder")
+                                    "(rotation trick or straight-through; optional product quantisation), conv decoder")
 
 
 # --- generation side (aligners, decoders, latent codecs) ----------------------------------------

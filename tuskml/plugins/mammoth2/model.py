@@ -348,7 +348,6 @@ class Mammoth2Model(nn.Module):
         slots = torch.where(target, self.image_slots(input_ids), -1)
         # the target's [image_start] (the last one of an edit row) predicts slot 0
         last_start = torch.where(input_ids == self.special.image_start, t, -1).max(dim=1, keepdim=True).values
-        slots = torch.where(t == last_start, -1, slots)
         predicts = torch.where(t == last_start, 0, torch.where(slots >= 0, slots + 1, -1))
         predicts = torch.where(predicts < source.shape[1], predicts, -1)
         hints = source.gather(1, predicts.clamp(min=0))
