@@ -327,13 +327,14 @@ class Mammoth2Model(nn.Module):
         slot = t - last_start - 1
         return torch.where(body & (last_start >= 0) & (slot <= self.layout.generated_length), slot, -1)
 
-    def source_codes(self, input_ids: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
+    def source_codes(self, input_ids: torch.Tensor, roles: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Long[B, L]: each row's source block (rows with eols, then eof) as ``source_hints`` indices
-        (the code, or ``codebook_size`` for eol / eof), -1 for rows without a source."""
+        (the code, or ``codebook_size`` for eol / eof), -1 for rows without a source or whose source
+        is hidden (``visible`` False there: unconditional branches see no hints)."""
         length = self.layout.generated_length + 1
         is_source = roles == int(Role.SOURCE_IMAGE)
         out = torch.full((input_ids.shape[0], length), -1, dtype=torch.long, device=input_ids.device)
-        rows = is_source.any(-1)
+        rows = (visible & is_source).any(-1)
         if bool(rows.any()):
             ids = input_ids[rows][is_source[rows]].view(-1, length) - self.layout.gen_vocab_start
             out[rows] = torch.where(ids >= 0, ids, self.layout.codebook_size)
@@ -342,7 +343,7 @@ class Mammoth2Model(nn.Module):
     def source_hint_ids(self, input_ids: torch.Tensor, roles: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Long[B, T]: at the position that predicts target slot j, the source's slot-j hint index;
         -1 elsewhere and in rows whose source is hidden (unconditional branches see no hints)."""
-        source = self.source_codes(input_ids, roles)
+        source = self.source_codes(input_ids, roles, visible)
         t = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         target = (roles == int(Role.TARGET_VISUAL)) | (roles == int(Role.TARGET_SPECIAL))
         slots = torch.where(target, self.image_slots(input_ids), -1)
@@ -351,8 +352,7 @@ class Mammoth2Model(nn.Module):
         predicts = torch.where(t == last_start, 0, torch.where(slots >= 0, slots + 1, -1))
         predicts = torch.where(predicts < source.shape[1], predicts, -1)
         hints = source.gather(1, predicts.clamp(min=0))
-        sees_source = (visible & (roles == int(Role.SOURCE_IMAGE))).any(-1, keepdim=True)
-        return torch.where((predicts >= 0) & (hints >= 0) & sees_source, hints, -1)
+        return torch.where((predicts >= 0) & (hints >= 0), hints, -1)
 
     def run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                      position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,

@@ -255,8 +255,7 @@ class Mammoth2Pipeline:
         hints = source = None
         if model.source_hints is not None and image_tokens:  # step k feeds slot k and predicts slot k+1
             hints = model.source_hint_ids(ids, roles, visible)
-            sees_source = (visible & (roles == int(Role.SOURCE_IMAGE))).any(-1, keepdim=True)
-            source = torch.where(sees_source, model.source_codes(ids, roles), -1)
+            source = model.source_codes(ids, roles, visible)
         positions = positions_from_mask(pad_mask)
         out = model.run_backbone(ids, visible, position_ids=positions, inputs_embeds=inputs_embeds, use_cache=True,
                                  source_hints=hints)
