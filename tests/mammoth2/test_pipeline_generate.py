@@ -112,6 +112,9 @@ def test_edit_returns_images_and_is_deterministic(pipe):
     a = pipe.edit(src, "make it blue", steps=2, seed=3)
     b = pipe.edit(src, "make it blue", steps=2, seed=3)
     assert a.size == (32, 32) and np.array_equal(np.asarray(a), np.asarray(b))
+    result = pipe.edit(src, "make it blue", steps=2, seed=3, return_result=True)
+    assert isinstance(result, GenerationResult) and np.array_equal(np.asarray(result.images[0]), np.asarray(a))
+    assert result.visual_codes.shape == (1, 8, 8) and result.plan_pixels.shape == (1, 3, 32, 32)
     many = pipe.edit([src, -src], "make it blue", steps=2)
     assert isinstance(many, list) and len(many) == 2
     with pytest.raises(Mammoth2InputError, match="2 images but 3 instructions"):
@@ -201,8 +204,15 @@ def test_source_hints_line_up_with_the_slot_each_position_predicts():
     assert set(t2i_hints[0].tolist()) == {-1}
 
 
-def test_cached_edit_sampling_with_source_hints_equals_full_recompute():
-    pipe = Mammoth2Pipeline.from_preset("tiny", seed=0, overrides={"source_hints": True, "visual_positions": True})
+COLOUR_STRUCTURE = {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-structure", "codebook_size": 16,
+                                         "colour_codebook_size": 4},
+                    "backbone": {"gen_head": "factorized"}}
+
+
+@pytest.mark.parametrize("factorized", [False, True], ids=["flat", "colour-structure"])
+def test_cached_edit_sampling_with_source_hints_equals_full_recompute(factorized):
+    overrides = {"source_hints": True, "visual_positions": True, **(COLOUR_STRUCTURE if factorized else {})}
+    pipe = Mammoth2Pipeline.from_preset("tiny", seed=0, overrides=overrides)
     model = pipe.model
     with torch.no_grad():  # large enough that a misaligned hint would change the tokens
         model.source_hints.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
@@ -230,3 +240,16 @@ def test_cached_edit_sampling_with_source_hints_equals_full_recompute():
     for step in range(lay.generated_length):
         if not lay.is_row_end(step):
             assert torch.equal(tokens[:, step], start + guided[:, p - 1 + step, start:stop].argmax(-1)), f"step {step}"
+
+
+def test_factorised_source_hints_sum_the_digit_rows():
+    model = Mammoth2Model(load_preset("tiny", source_hints=True, **COLOUR_STRUCTURE))
+    assert model.hint_factors == (4, 16) and model.source_hints.num_embeddings == 4 + 16 + 1
+    with torch.no_grad():
+        model.source_hints.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    w = model.source_hints.weight
+    hints = torch.tensor([[2 * 16 + 5, 64, -1]])  # code (2, 5), eol / eof, none
+    emb = model._hint_embeddings(hints)[0]
+    torch.testing.assert_close(emb[0], w[2] + w[4 + 5])
+    torch.testing.assert_close(emb[1], w[-1])
+    assert torch.equal(emb[2], torch.zeros_like(emb[2]))

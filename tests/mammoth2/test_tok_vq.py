@@ -124,9 +124,76 @@ def test_product_quantisation_trains_every_sub_codebook():
     ({"num_codebooks": 3, "code_dim": 8}, "divisible by num_codebooks"),
     ({"num_codebooks": 0}, "num_codebooks"),
     ({"num_codebooks": 2, "codebook_size": 1}, "codebook_size >= 2"),
+    ({"groups": "colour-structure"}, "needs num_codebooks=2"),
+    ({"groups": "colour-structure", "num_codebooks": 2, "in_channels": 1}, "in_channels=3"),
+    ({"groups": "colour-structure", "num_codebooks": 2, "colour_codebook_size": 1}, "colour_codebook_size"),
 ])
 def test_product_quantisation_config_errors(fields, message):
     from tuskml.plugins.mammoth2.configs_ar import VQTokenizerConfig
 
     with pytest.raises(ValueError, match=message):
         VQTokenizerConfig(**fields)
+
+
+def _flat_shapes(colour: tuple[float, float, float], mask: torch.Tensor) -> torch.Tensor:
+    """One image in [-1, 1]: ``colour`` (RGB in [0, 1]) where ``mask`` [H, W], black elsewhere."""
+    rgb = torch.tensor(colour).view(3, 1, 1) * mask.float()
+    return (rgb * 2 - 1).unsqueeze(0)
+
+
+def test_colour_structure_groups_see_only_colour_and_only_structure():
+    torch.manual_seed(0)
+    vq = tuskml.create("tokenizer", "vq", num_codebooks=2, groups="colour-structure", codebook_size=16,
+                       colour_codebook_size=4, code_dim=8).eval()
+    assert vq.codebook_factors == (4, 16) and vq.codebook_size == 64
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    square = (xs >= 4) & (xs < 14) & (ys >= 4) & (ys < 14)
+    disc = (xs - 22) ** 2 + (ys - 21) ** 2 <= 25
+    red, blue = (0.9, 0.1, 0.1), (0.1, 0.2, 0.9)
+    images = torch.cat([_flat_shapes(red, square), _flat_shapes(blue, square), _flat_shapes(red, disc)])
+    z = vq.encoder(images)  # [3, 8, 8, 8]: channels 0-3 colour, 4-7 structure
+    colour, structure = z[:, :4], z[:, 4:]
+    # the same shape in two colours: identical structure vectors, different colour vectors on the shape
+    torch.testing.assert_close(structure[0], structure[1])
+    assert (colour[0] - colour[1]).abs().amax() > 1e-3
+    # the same colour on two shapes: every patch that holds some red has the same colour vector,
+    # however many of its pixels are red (max pooling), while the structure differs
+    patches = lambda m: F.max_pool2d(m.float()[None, None], 4)[0, 0].bool()  # noqa: E731
+    red_sq, red_disc = patches(square), patches(disc)
+    ref = colour[0][:, red_sq][:, :1]
+    torch.testing.assert_close(colour[0][:, red_sq], ref.expand(-1, int(red_sq.sum())))
+    torch.testing.assert_close(colour[2][:, red_disc], ref.expand(-1, int(red_disc.sum())))
+    assert (structure[0] - structure[2]).abs().amax() > 1e-3
+    # the token's first digit is the colour group's code: same colour, same digit on the shape
+    codes = vq.encode(images)
+    digits = codes // 16
+    assert torch.equal(digits[0][red_sq], digits[2][red_sq & red_disc]) or not bool((red_sq & red_disc).any())
+    assert len(set(digits[0][red_sq].tolist())) == 1 and len(set(digits[2][red_disc].tolist())) == 1
+    assert set(digits[0][red_sq].tolist()) == set(digits[2][red_disc].tolist())
+    assert torch.equal(codes[0] % 16, codes[1] % 16)  # structure digits ignore colour
+
+
+def test_colour_structure_trains_both_groups():
+    torch.manual_seed(0)
+    vq = tuskml.create("tokenizer", "vq", num_codebooks=2, groups="colour-structure", codebook_size=8, code_dim=8)
+    out = vq(_images(4))
+    out.loss.backward()
+    assert all(cb.embedding.grad.abs().sum() > 0 for cb in vq.quantize.codebooks)
+    assert vq.encoder.colour[0].weight.grad.abs().sum() > 0
+    assert vq.encoder.structure.net[0].weight.grad.abs().sum() > 0
+    torch.testing.assert_close(vq.eval().decode(vq.encode(_images(2))), vq(_images(2)).recon.clamp(-1, 1))
+
+
+def test_colour_structure_decoder_colours_each_patch_from_its_own_colour_code():
+    torch.manual_seed(0)
+    vq = tuskml.create("tokenizer", "vq", num_codebooks=2, groups="colour-structure", codebook_size=16,
+                       colour_codebook_size=4, code_dim=8).eval()
+    codes = torch.randint(0, 64, (1, 8, 8), generator=torch.Generator().manual_seed(1))
+    recoloured = codes.clone()
+    recoloured[0, 2, 3] = (codes[0, 2, 3] // 16 + 1) % 4 * 16 + codes[0, 2, 3] % 16  # new colour digit, same structure
+    with torch.no_grad():
+        diff = (vq.decoder(vq.quantize.lookup(codes.flatten()).view(1, 8, 8, 8).permute(0, 3, 1, 2))
+                - vq.decoder(vq.quantize.lookup(recoloured.flatten()).view(1, 8, 8, 8).permute(0, 3, 1, 2))).abs()
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[8:12, 12:16] = True
+    assert float(diff[0][:, inside].amax()) > 1e-4 and float(diff[0][:, ~inside].amax()) == 0.0

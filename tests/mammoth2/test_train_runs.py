@@ -183,8 +183,10 @@ def test_cli_eval_generate_ask(reference_run, tmp_path):
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     for cat in ("single_object", "two_object", "counting", "colors", "position", "color_attr", "overall"):
         assert 0.0 <= report["geneval"][cat] <= 1.0
+        assert 0.0 <= report["geneval_plan"][cat] <= 1.0  # the AR plans on their own (VQ-decoded)
     for kind in ("recolour", "remove", "add", "replace"):
         assert kind in report["edit"]["success"] and kind in report["edit"]["preservation"]
+        assert kind in report["edit_plan"]["success"] and kind in report["edit_plan"]["preservation"]
     for kind in ("count", "colour", "presence", "position", "caption"):
         assert kind in report["understanding"]["accuracy"]
     assert (tmp_path / "eval" / "geneval_grid.png").is_file() and (tmp_path / "eval" / "edit_grid.png").is_file()

@@ -266,6 +266,16 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
     of the group codes, so the visual vocabulary has ``codebook_size ** num_codebooks`` tokens (e.g.
     two codebooks of 16 make 256 tokens from 32 learned vectors). Pair it with the backbone's
     ``gen_head = "factorized"`` to predict each group's code separately.
+
+    ``groups = "colour-structure"`` (needs ``num_codebooks = 2``) decides what each group sees, the way
+    JPEG and HSV split chroma from luma: group 0 (the token's first digit, ``colour_codebook_size``
+    entries) encodes each patch from per-pixel features max-pooled over the patch, so it can only hold
+    the patch's colours, not where they are; group 1 (``codebook_size`` entries) encodes the image's
+    value channel (max over RGB) divided by its patch maximum, so it holds the patch's structure but
+    not its colour. The decoder is bilinear in the two groups (structure maps times per-patch colours).
+    A colour seen on one shape and a shape seen in another colour then combine into a token whose
+    digits were both learned, and which decodes as well as either did. ``groups = "learned"`` splits
+    ``code_dim`` with no such bias.
     """
 
     image_size: int = attrs.field(default=32, validator=_ge1)
@@ -276,6 +286,8 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
     codebook_size: int = attrs.field(default=256, validator=_ge1)
     code_dim: int = attrs.field(default=8, validator=_ge1)
     num_codebooks: int = attrs.field(default=1, validator=_ge1)
+    groups: Literal["learned", "colour-structure"] = "learned"
+    colour_codebook_size: int = attrs.field(default=8, validator=attrs.validators.ge(2))
     quantizer: Literal["rotation", "straight-through"] = "rotation"
     commitment_weight: float = attrs.field(default=0.25, validator=_ge0)
     codebook_weight: float = attrs.field(default=1.0, validator=_ge0)
@@ -290,6 +302,19 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
         if self.code_dim % self.num_codebooks:
             raise ValueError(f"code_dim={self.code_dim} must be divisible by num_codebooks={self.num_codebooks} "
                              f"(each sub-codebook quantises code_dim / num_codebooks dimensions)")
+        if self.groups == "colour-structure" and self.num_codebooks != 2:
+            raise ValueError(f"groups='colour-structure' quantises a colour group and a structure group, so it needs "
+                             f"num_codebooks=2, got {self.num_codebooks}")
+        if self.groups == "colour-structure" and self.in_channels != 3:
+            raise ValueError(f"groups='colour-structure' splits RGB images into colour and value, so it needs "
+                             f"in_channels=3, got {self.in_channels}")
         if self.num_codebooks > 1 and self.codebook_size < 2:
             raise ValueError(f"product quantisation (num_codebooks={self.num_codebooks}) needs codebook_size >= 2, "
                              f"got {self.codebook_size}")
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        """Entries of each group's codebook, most significant digit first."""
+        if self.groups == "colour-structure":
+            return (self.colour_codebook_size, self.codebook_size)
+        return (self.codebook_size,) * self.num_codebooks

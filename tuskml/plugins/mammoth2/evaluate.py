@@ -82,6 +82,8 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
 def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = EvalSettings(),
                       out: str | pathlib.Path | None = None) -> dict[str, Any]:
     """Score ``pipe`` on ``settings.per_category`` samples per category/kind; write report and grids to ``out``."""
+    from tuskml.plugins.mammoth2.pipeline import to_pil
+
     size = pipe.model.config.image_size
     base = attrs.evolve(data_config, split=settings.split, image_size=size)
     n = settings.per_category
@@ -92,24 +94,34 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     t2i = ShapesWorld(attrs.evolve(base, task="t2i"))
     samples = [t2i.sample(i, kind=cat) for cat in GENEVAL_CATEGORIES for i in range(n)]
     images: list[Any] = []
+    plans: list[Any] = []  # the AR's plans through the VQ decoder: what the DiT was asked to render
     for chunk_i, chunk in enumerate(_batches(samples, settings.batch_size)):
-        images += pipe.generate([s.text for s in chunk], seed=settings.seed + chunk_i, steps=settings.steps,
-                                guidance=settings.guidance, ar_guidance=settings.ar_guidance,
-                                temperature=settings.temperature, top_k=settings.top_k)
+        result = pipe.generate([s.text for s in chunk], seed=settings.seed + chunk_i, steps=settings.steps,
+                               guidance=settings.guidance, ar_guidance=settings.ar_guidance,
+                               temperature=settings.temperature, top_k=settings.top_k, return_result=True)
+        images += result.images
+        plans += to_pil(result.plan_pixels)
     report["geneval"] = GenEvalMini().evaluate([s.prompt for s in samples], images)
+    report["geneval_plan"] = GenEvalMini().evaluate([s.prompt for s in samples], plans)
     grids["geneval"] = {cat: [im for s, im in zip(samples, images) if s.kind == cat] for cat in GENEVAL_CATEGORIES}
 
     # edits
     edit = ShapesWorld(attrs.evolve(base, task="edit"))
     esamples = [edit.sample(i, kind=k) for k in EDIT_KINDS for i in range(n)]
     outputs: list[Any] = []
+    edit_plans: list[Any] = []
     for chunk_i, chunk in enumerate(_batches(esamples, settings.batch_size)):
-        outputs += pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=settings.seed + chunk_i,
-                             steps=settings.steps, text_guidance=settings.guidance,
-                             image_guidance=settings.image_guidance, ar_guidance=settings.ar_guidance,
-                             temperature=settings.temperature, top_k=settings.top_k)
-    report["edit"] = EditScore().evaluate([s.kind for s in esamples], outputs, [s.source for s in esamples],
-                                          [s.scene for s in esamples], [s.edit_region for s in esamples])
+        result = pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=settings.seed + chunk_i,
+                           steps=settings.steps, text_guidance=settings.guidance,
+                           image_guidance=settings.image_guidance, ar_guidance=settings.ar_guidance,
+                           temperature=settings.temperature, top_k=settings.top_k, return_result=True)
+        outputs += result.images
+        edit_plans += to_pil(result.plan_pixels)
+    edit_args = ([s.source for s in esamples], [s.scene for s in esamples], [s.edit_region for s in esamples])
+    kinds = [s.kind for s in esamples]
+    report["edit"] = EditScore().evaluate(kinds, outputs, *edit_args)
+    plan_score = EditScore().evaluate(kinds, edit_plans, *edit_args)
+    report["edit_plan"] = {"success": plan_score["success"], "preservation": plan_score["preservation"]}
     grids["edit"] = {k: [im for s, o in zip(esamples, outputs) if s.kind == k for im in (s.source, o)]
                      for k in EDIT_KINDS}
 

@@ -17,6 +17,7 @@ sub-configs, so a preset stays consistent when one part is swapped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -189,8 +190,13 @@ class Mammoth2Model(nn.Module):
         self.layout = TokenLayout(special=special, gen_vocab_start=int(self.backbone.gen_vocab_start),
                                   codebook_size=codebook_size, grid=grid, num_placeholders=num_placeholders)
         self.source_hints: nn.Embedding | None = None
-        if config.source_hints:  # one row per code, plus one for the eol / eof slots
-            self.source_hints = nn.Embedding(codebook_size + 1, hidden)
+        self.hint_factors: tuple[int, ...] = ()
+        if config.source_hints:
+            # one row per code (per digit of a product-quantised code, whose hint is the sum of its
+            # digits' rows, so unseen digit combinations still get a hint), plus one for eol / eof
+            factors = tuple(int(f) for f in getattr(self.visual_tokenizer, "codebook_factors", (codebook_size,)))
+            self.hint_factors = factors if len(factors) > 1 else ()
+            self.source_hints = nn.Embedding((sum(factors) if self.hint_factors else codebook_size) + 1, hidden)
             nn.init.zeros_(self.source_hints.weight)
         self.visual_positions: nn.Embedding | None = None
         if config.visual_positions:  # one slot per generated token (rows with eol) plus eof
@@ -354,6 +360,24 @@ class Mammoth2Model(nn.Module):
         hints = source.gather(1, predicts.clamp(min=0))
         return torch.where((predicts >= 0) & (hints >= 0), hints, -1)
 
+    def _hint_embeddings(self, hints: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` embeddings of ``source_hint_ids`` (zero where -1)."""
+        assert self.source_hints is not None
+        valid = (hints >= 0).unsqueeze(-1)
+        hints = hints.clamp(min=0)
+        if not self.hint_factors:
+            return self.source_hints(hints) * valid
+        eol_row = self.source_hints.num_embeddings - 1
+        factors = hints.new_tensor(self.hint_factors)
+        radix = hints.new_tensor([math.prod(self.hint_factors[g + 1:]) for g in range(len(self.hint_factors))])
+        offsets = torch.cumsum(factors, 0) - factors
+        rows = torch.div(hints[..., None], radix, rounding_mode="floor") % factors + offsets
+        is_eol = (hints == self.layout.codebook_size)[..., None]
+        rows = torch.where(is_eol, eol_row, rows)  # an eol / eof slot: its row once, the other digits zeroed
+        weight = torch.ones_like(rows, dtype=self.source_hints.weight.dtype)
+        weight = torch.where(is_eol, (torch.arange(rows.shape[-1], device=rows.device) == 0).to(weight.dtype), weight)
+        return (self.source_hints(rows) * weight[..., None]).sum(-2) * valid
+
     def run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                      position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                      output_hidden_states: bool = False, past_key_values: Any = None, use_cache: bool = False,
@@ -370,7 +394,7 @@ class Mammoth2Model(nn.Module):
             slots = self.image_slots(input_ids) if image_slots is None else image_slots
             extra = self.visual_positions(slots.clamp(min=0)) * (slots >= 0).unsqueeze(-1)
         if self.source_hints is not None and source_hints is not None:
-            hint = self.source_hints(source_hints.clamp(min=0)) * (source_hints >= 0).unsqueeze(-1)
+            hint = self._hint_embeddings(source_hints)
             extra = hint if extra is None else extra + hint
         if extra is not None:
             if inputs_embeds is None:

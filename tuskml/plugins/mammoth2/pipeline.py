@@ -420,20 +420,23 @@ class Mammoth2Pipeline:
             pixels = self._render(conditions, [plan] * len(conditions), [guidance] if use_cfg else [],
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         images = to_pil(pixels)
-        if return_result:
-            codes = model.layout.codes_from_generated(generated)
-            plan = model.visual_tokenizer.decode(codes).float().clamp(-1, 1)
-            return GenerationResult(images, pixels, codes, plan)
-        return images
+        return self._result(images, pixels, generated) if return_result else images
+
+    def _result(self, images: list[Any], pixels: torch.Tensor, generated: torch.Tensor) -> GenerationResult:
+        codes = self.model.layout.codes_from_generated(generated)
+        plan = self.model.visual_tokenizer.decode(codes).float().clamp(-1, 1)
+        return GenerationResult(images, pixels, codes, plan)
 
     @torch.no_grad()
     def edit(self, image: Any, instruction: str | Sequence[str], *, seed: int = 0, steps: int = 20,
              text_guidance: float = 4.0, image_guidance: float = 1.5, ar_guidance: float = 3.0,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             cfg_range: tuple[float, float] = (0.0, 1.0), shift: float | None = None) -> Any:
+             cfg_range: tuple[float, float] = (0.0, 1.0), shift: float | None = None,
+             return_result: bool = False) -> Any:
         """Edit an image (or a list) by an instruction: the source enters the prompt as discrete tokens
         and the DiT as a reference latent; the DiT uses dual guidance (``image_guidance`` toward the
-        source, ``text_guidance`` toward the instruction). Returns a PIL image (a list for lists)."""
+        source, ``text_guidance`` toward the instruction). Returns a PIL image (a list for lists), or
+        with ``return_result`` a :class:`GenerationResult` (always batched) that includes the plan."""
         check_sampling_args(temperature, top_k, top_p)
         single, images, instructions = _image_text_pairs(image, instruction, "edit", "instructions")
         model = self.model
@@ -456,6 +459,8 @@ class Mammoth2Pipeline:
             pixels = self._render(conditions, [ref, ref, plan], [image_guidance, text_guidance],
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         out = to_pil(pixels)
+        if return_result:
+            return self._result(out, pixels, generated)
         return out[0] if single else out
 
     @torch.no_grad()

@@ -9,13 +9,17 @@ or by the classic straight-through copy. The encoder here is convolutional (the 
 ViT); the interface (``encode``/``decode``/``forward``) does not depend on that choice.
 
 With ``num_codebooks`` > 1 the code vector is product-quantised (:class:`ProductCodebook`): each of
-its groups has its own small codebook and a token is the mixed-radix number of the group codes.
+its groups has its own small codebook and a token is the mixed-radix number of the group codes;
+``groups = "colour-structure"`` makes the two groups encode a patch's colour and its structure
+(:class:`ColourStructureEncoder`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,29 +160,30 @@ class L2Codebook(nn.Module):
 
 
 class ProductCodebook(nn.Module):
-    """Product quantiser: the code vector is split into ``num_codebooks`` equal groups, each L2-normalised
-    and quantised by its own :class:`L2Codebook` of ``codebook_size`` entries. The token is the
-    mixed-radix number of the group codes, first group most significant (``i * K + j`` for two groups),
-    so the vocabulary is ``codebook_size ** num_codebooks`` while each group learns only K entries.
+    """Product quantiser: the code vector is split into equal groups (one per entry of ``sizes``), each
+    L2-normalised and quantised by its own :class:`L2Codebook` of ``sizes[g]`` entries. The token is the
+    mixed-radix number of the group codes, first group most significant (``i * sizes[1] + j`` for two
+    groups), so the vocabulary is ``prod(sizes)`` while the groups learn only ``sum(sizes)`` vectors.
     Tokens share structure: all tokens with the same first digit share that group's vector, which lets a
     factorised AR head (``gen_head = "factorized"``) predict each digit on its own."""
 
-    def __init__(self, num_codebooks: int, codebook_size: int, code_dim: int, quantizer: str,
-                 restart_unused_after: int = 0):
+    def __init__(self, sizes: tuple[int, ...], code_dim: int, quantizer: str, restart_unused_after: int = 0):
         super().__init__()
-        self.num_codebooks = num_codebooks
-        self.size = codebook_size
-        self.group_dim = code_dim // num_codebooks
-        self.codebooks = nn.ModuleList(L2Codebook(codebook_size, self.group_dim, quantizer, restart_unused_after)
-                                       for _ in range(num_codebooks))
-        self.register_buffer("radix", codebook_size ** torch.arange(num_codebooks - 1, -1, -1), persistent=False)
+        self.num_codebooks = len(sizes)
+        self.sizes = tuple(sizes)
+        self.group_dim = code_dim // self.num_codebooks
+        self.codebooks = nn.ModuleList(L2Codebook(size, self.group_dim, quantizer, restart_unused_after)
+                                       for size in sizes)
+        radix = [math.prod(sizes[g + 1:]) for g in range(len(sizes))]
+        self.register_buffer("radix", torch.tensor(radix), persistent=False)
+        self.register_buffer("size_tensor", torch.tensor(sizes), persistent=False)
 
     def _groups(self, e: torch.Tensor) -> torch.Tensor:
         return e.view(e.shape[0], self.num_codebooks, self.group_dim)
 
     def digits(self, codes: torch.Tensor) -> torch.Tensor:
         """Token ids ``[N]`` -> per-group code ids ``[N, num_codebooks]``."""
-        return torch.div(codes[:, None], self.radix, rounding_mode="floor") % self.size
+        return torch.div(codes[:, None], self.radix, rounding_mode="floor") % self.size_tensor
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         d = self.digits(codes)
@@ -198,6 +203,70 @@ class ProductCodebook(nn.Module):
         return q, codes, commitment, codebook
 
 
+class ColourStructureEncoder(nn.Module):
+    """Encoder of ``groups = "colour-structure"``: ``[colour code vector, structure code vector]`` per patch.
+
+    * colour: a per-pixel MLP (1x1 convolutions, no spatial mixing), max-pooled over each patch and a
+      black pixel. A patch's colour vector depends on which colours occur in it, not on where or on
+      how many pixels.
+    * structure: the value channel ``v = max(r, g, b)`` (in [0, 1]) divided by its patch maximum, then
+      the usual convolutional encoder. Every flat colour becomes the same 0/1 mask, so the structure
+      vector cannot tell colours apart.
+    """
+
+    def __init__(self, config: VQTokenizerConfig):
+        super().__init__()
+        self.patch = 2**config.num_downsamples
+        half = config.code_dim // 2
+        width = config.hidden_channels
+        self.colour = nn.Sequential(nn.Conv2d(3, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1), nn.SiLU())
+        self.colour_out = nn.Conv2d(width, half, 1)
+        self.structure = VQEncoder(attrs.evolve(config, in_channels=1, code_dim=half, num_codebooks=1, groups="learned"))
+
+    def value_structure(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, H, W]``: the value channel over its patch maximum (0/1 masks for flat colours)."""
+        value = (x.max(dim=1, keepdim=True).values + 1.0) / 2.0
+        peak = F.max_pool2d(value, self.patch)
+        peak = F.interpolate(peak, scale_factor=self.patch, mode="nearest")
+        return value / peak.clamp_min(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # every patch is pooled together with a black pixel, so a patch that is all red and one that
+        # is partly red (and partly black background) get the same colour vector
+        black = self.colour(torch.full_like(x[:1, :, :1, :1], -1.0))
+        colour = self.colour_out(torch.maximum(F.max_pool2d(self.colour(x), self.patch), black))
+        return torch.cat([colour, self.structure(self.value_structure(x))], dim=1)
+
+
+class ColourStructureDecoder(nn.Module):
+    """Decoder of ``groups = "colour-structure"``: ``image = b + sum_k s_k * c_k``.
+
+    ``s`` (``rank`` maps at full resolution) is decoded from the structure vectors alone by the usual
+    convolutional decoder; ``c_k`` (an RGB colour per map) and ``b`` (an RGB offset) come from each
+    patch's colour vector alone, by a 1x1 convolution, held constant over the patch. Being bilinear in
+    the two groups, it renders a colour and a structure that were never seen together as well as it
+    renders each of them with other partners (a plain decoder on both vectors need not).
+    """
+
+    def __init__(self, config: VQTokenizerConfig, rank: int = 2):
+        super().__init__()
+        self.patch = 2**config.num_downsamples
+        self.rank = rank
+        half = config.code_dim // 2
+        self.structure = VQDecoder(attrs.evolve(config, in_channels=rank, code_dim=half, num_codebooks=1,
+                                                groups="learned"))
+        self.colour = nn.Sequential(nn.Conv2d(half, config.hidden_channels, 1), nn.SiLU(),
+                                    nn.Conv2d(config.hidden_channels, 3 * (rank + 1), 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        half = z.shape[1] // 2
+        s = self.structure(z[:, half:])  # [B, rank, H, W]
+        c = F.interpolate(self.colour(z[:, :half]), scale_factor=self.patch, mode="nearest")
+        b, h, w = s.shape[0], s.shape[2], s.shape[3]
+        c = c.view(b, self.rank + 1, 3, h, w)
+        return c[:, -1] + (s.unsqueeze(2) * c[:, :-1]).sum(1)
+
+
 class VQTokenizer(nn.Module):
     """``encode(images) -> codes [B, h, w]``, ``decode(codes) -> images``, ``forward(images) -> VQOutput``.
 
@@ -210,19 +279,20 @@ class VQTokenizer(nn.Module):
         self.config = config
         self.tuskml_config = config
         #: tokens of the visual vocabulary (``codebook_size ** num_codebooks``)
-        self.codebook_size = config.codebook_size**config.num_codebooks
         #: the radices of a token's digits, one per sub-codebook (``(codebook_size,)`` without product quantisation)
-        self.codebook_factors = (config.codebook_size,) * config.num_codebooks
+        self.codebook_factors = config.group_sizes
+        self.codebook_size = math.prod(self.codebook_factors)
         self.code_dim = config.code_dim
         self.downsample = 2**config.num_downsamples
-        self.encoder = VQEncoder(config)
+        self.encoder: nn.Module = ColourStructureEncoder(config) if config.groups == "colour-structure" else VQEncoder(config)
         self.quantize: L2Codebook | ProductCodebook
         if config.num_codebooks == 1:
             self.quantize = L2Codebook(config.codebook_size, config.code_dim, config.quantizer, config.restart_unused_after)
         else:
-            self.quantize = ProductCodebook(config.num_codebooks, config.codebook_size, config.code_dim,
-                                            config.quantizer, config.restart_unused_after)
-        self.decoder = VQDecoder(config)
+            self.quantize = ProductCodebook(self.codebook_factors, config.code_dim, config.quantizer,
+                                            config.restart_unused_after)
+        self.decoder: nn.Module = (ColourStructureDecoder(config) if config.groups == "colour-structure"
+                                   else VQDecoder(config))
 
     def grid_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
         """Code grid ``(h, w)`` of an image of ``image_size`` (int for square, or ``(H, W)``)."""

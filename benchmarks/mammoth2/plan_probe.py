@@ -1,0 +1,123 @@
+"""Probe the AR plan alone: train the VQ, then the AR on one task, and score the VQ-decoded plans.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mammoth2/plan_probe.py --variant colour-structure \
+        [--task t2i|edit] [--steps 600] [--per-category 16]
+
+The DiT is not what is measured here (it trains on one image row per step, to keep its cost out),
+so the numbers say how good the plans that the DiT renders can be. Per variant it records:
+* ``roundtrip``: GenEvalMini / edit scores of the VQ round trip of the ground-truth images (the
+  ceiling a perfect plan reaches through this tokenizer);
+* ``plan``: the same scores of VQ-decoded sampled plans (top_k 8, AR guidance 3), held-out split;
+* ``plan_train``: the same on the train split (what the AR learned vs what it generalises).
+
+Variants: ``flat`` (the tiny preset's 256-code VQ, one flat head) and ``colour-structure`` (a colour
+group of 8 codes and a structure group of 64, ``groups = "colour-structure"``, factorised head).
+Writes benchmarks/results/mammoth2_plan_probe_<variant>_<task>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import time
+from typing import Any
+
+import attrs
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+VARIANTS = {
+    "flat": {},
+    "colour-structure": {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-structure", "codebook_size": 64,
+                                              "colour_codebook_size": 8},
+                         "backbone": {"gen_head": "factorized"}},
+}
+
+
+def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int = 0) -> dict[str, Any]:
+    """GenEvalMini (t2i) or edit scores of VQ-decoded plans on ``n`` samples per category/kind."""
+    import torch
+
+    from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS, GENEVAL_CATEGORIES
+    from tuskml.plugins.mammoth2.geneval_mini import EditScore, GenEvalMini
+    from tuskml.plugins.mammoth2.pipeline import to_pil
+    from tuskml.plugins.mammoth2.shapes_world import ShapesWorld, to_tensor
+
+    ds = ShapesWorld(attrs.evolve(data, split=split, task=task))
+    kinds = GENEVAL_CATEGORIES if task == "t2i" else EDIT_KINDS
+    samples = [ds.sample(i, kind=k) for k in kinds for i in range(n)]
+    model = pipe.model
+    vq = model.visual_tokenizer
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        truth = torch.stack([to_tensor(s.image) for s in samples])
+        roundtrip = to_pil(vq.decode(vq.encode(truth)).float().clamp(-1, 1))
+        plans: list[Any] = []
+        for start in range(0, len(samples), 16):
+            chunk = samples[start:start + 16]
+            if task == "t2i":
+                result = pipe.generate([s.text for s in chunk], seed=seed + start, steps=1, ar_guidance=3.0,
+                                       top_k=8, return_result=True)
+                plans += to_pil(result.plan_pixels)
+            else:
+                result = pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=seed + start, steps=1,
+                                   ar_guidance=3.0, top_k=8, return_result=True)
+                plans += to_pil(result.plan_pixels)
+    for name, images in (("roundtrip", roundtrip), ("plan", plans)):
+        if task == "t2i":
+            out[name] = GenEvalMini().evaluate([s.prompt for s in samples], images)
+        else:
+            score = EditScore().evaluate([s.kind for s in samples], images, [s.source for s in samples],
+                                         [s.scene for s in samples], [s.edit_region for s in samples])
+            out[name] = {"success": score["success"], "preservation": score["preservation"]["overall"]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="colour-structure")
+    parser.add_argument("--task", choices=("t2i", "edit"), default="t2i")
+    parser.add_argument("--steps", type=int, default=600, help="AR steps (after the tokenizer phase)")
+    parser.add_argument("--vq-steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--per-category", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="/tmp/mammoth2_plan_probe")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from tuskml.core.config import merge_overrides
+    from tuskml.plugins.mammoth2.configs_train import StageConfig, load_train_config
+    from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
+    from tuskml.plugins.mammoth2.train import model_config_of, train
+
+    base = load_train_config("tiny")
+    model = merge_overrides(model_config_of(base), {**VARIANTS[args.variant], "fm_max_rows": 1})
+    task_batch = (args.batch, 0, 0) if args.task == "t2i" else (0, args.batch, 0)
+    config = attrs.evolve(base, model=model, task_batch=task_batch, progress=False, time_limit_minutes=0.0,
+                          tokenizer=attrs.evolve(base.tokenizer, steps=args.vq_steps),
+                          stages=(StageConfig(name="full", steps=args.steps),))
+    run = pathlib.Path(args.out) / f"{args.variant}_{args.task}"
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = train(config, run)
+    train_s = time.perf_counter() - t0
+    pipe = load_run_pipeline(run)
+    result = {"variant": args.variant, "task": args.task, "steps": args.steps, "vq_steps": args.vq_steps,
+              "batch": args.batch, "train_s": train_s, "threads": args.threads, "summary_steps": summary["steps"],
+              "heldout": plan_scores(pipe, config.data, args.task, "heldout", args.per_category),
+              "train": plan_scores(pipe, config.data, args.task, "train", args.per_category)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"mammoth2_plan_probe_{args.variant}_{args.task}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("heldout", "train")}))
+    for split in ("heldout", "train"):
+        for name, score in result[split].items():
+            print(split, name, json.dumps(score)[:400])
+
+
+if __name__ == "__main__":
+    main()
