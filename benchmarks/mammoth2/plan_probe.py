@@ -1,7 +1,9 @@
 """Probe the AR plan alone: train the VQ, then the AR on one task, and score the VQ-decoded plans.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mammoth2/plan_probe.py --variant colour-structure \
-        [--task t2i|edit] [--steps 600] [--per-category 16]
+        [--task t2i|edit|understanding] [--steps 600] [--per-category 16]
+
+``--task understanding`` trains on questions only (batch 3x ``--batch``) and scores the answers.
 
 The DiT is not what is measured here (it trains on one image row per step, to keep its cost out),
 so the numbers say how good the plans that the DiT renders can be. Per variant it records:
@@ -10,8 +12,9 @@ so the numbers say how good the plans that the DiT renders can be. Per variant i
 * ``plan``: the same scores of VQ-decoded sampled plans (top_k 8, AR guidance 3), held-out split;
 * ``plan_train``: the same on the train split (what the AR learned vs what it generalises).
 
-Variants: ``flat`` (the tiny preset's 256-code VQ, one flat head) and ``colour-structure`` (a colour
-group of 8 codes and a structure group of 64, ``groups = "colour-structure"``, factorised head).
+Variants: ``flat`` (a 256-code VQ, one flat head, a plain conv-stem ViT) and ``colour-structure`` (a
+colour group of 8 codes and a structure group of 64, ``groups = "colour-structure"``, factorised head,
+and the ViT's ``colour_split``).
 Writes benchmarks/results/mammoth2_plan_probe_<variant>_<task>.json.
 """
 
@@ -28,15 +31,17 @@ import attrs
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 VARIANTS = {
-    "flat": {},
+    "flat": {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_size": 256},
+             "backbone": {"gen_head": "flat"}, "vision_encoder": {"colour_split": False}},
     "colour-structure": {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-structure", "codebook_size": 64,
                                               "colour_codebook_size": 8},
-                         "backbone": {"gen_head": "factorized"}},
+                         "backbone": {"gen_head": "factorized"}, "vision_encoder": {"colour_split": True}},
 }
 
 
 def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int = 0) -> dict[str, Any]:
-    """GenEvalMini (t2i) or edit scores of VQ-decoded plans on ``n`` samples per category/kind."""
+    """GenEvalMini (t2i) or edit scores of VQ-decoded plans on ``n`` samples per category/kind, or
+    understanding accuracy per question kind."""
     import torch
 
     from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS, GENEVAL_CATEGORIES
@@ -45,6 +50,14 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
     from tuskml.plugins.mammoth2.shapes_world import ShapesWorld, to_tensor
 
     ds = ShapesWorld(attrs.evolve(data, split=split, task=task))
+    if task == "understanding":
+        from tuskml.plugins.mammoth2.configs_data import QUESTION_KINDS
+        from tuskml.plugins.mammoth2.geneval_mini import understanding_accuracy
+
+        qs = [ds.sample(i, kind=k) for k in QUESTION_KINDS for i in range(n)]
+        answers = [a for start in range(0, len(qs), 16)
+                   for a in pipe.ask([q.image for q in qs[start:start + 16]], [q.text for q in qs[start:start + 16]])]
+        return {"answers": understanding_accuracy([q.kind for q in qs], answers, [q.answer for q in qs])}
     kinds = GENEVAL_CATEGORIES if task == "t2i" else EDIT_KINDS
     samples = [ds.sample(i, kind=k) for k in kinds for i in range(n)]
     model = pipe.model
@@ -77,7 +90,7 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="colour-structure")
-    parser.add_argument("--task", choices=("t2i", "edit"), default="t2i")
+    parser.add_argument("--task", choices=("t2i", "edit", "understanding"), default="t2i")
     parser.add_argument("--steps", type=int, default=600, help="AR steps (after the tokenizer phase)")
     parser.add_argument("--vq-steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
@@ -96,7 +109,7 @@ def main() -> None:
 
     base = load_train_config("tiny")
     model = merge_overrides(model_config_of(base), {**VARIANTS[args.variant], "fm_max_rows": 1})
-    task_batch = (args.batch, 0, 0) if args.task == "t2i" else (0, args.batch, 0)
+    task_batch = {"t2i": (args.batch, 0, 0), "edit": (0, args.batch, 0), "understanding": (0, 0, 3 * args.batch)}[args.task]
     config = attrs.evolve(base, model=model, task_batch=task_batch, progress=False, time_limit_minutes=0.0,
                           tokenizer=attrs.evolve(base.tokenizer, steps=args.vq_steps),
                           stages=(StageConfig(name="full", steps=args.steps),))

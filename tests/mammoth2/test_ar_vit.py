@@ -98,3 +98,24 @@ def test_conv_stem_config_validation():
     with pytest.raises(ValueError, match="stem_norm"):
         TimmViTConfig(stem_channels=(8,), stem_strides=(1,), stem_norm="layer")
     assert TimmViTConfig().stem_channels == ()  # default: plain patchify, as before
+    with pytest.raises(ValueError, match="colour_split needs a convolutional stem"):
+        TimmViTConfig(colour_split=True)
+
+
+def test_colour_split_tokens_are_a_colour_blind_stem_plus_each_patch_colour():
+    torch.manual_seed(0)
+    vit = tuskml.create("backbone", "timm-vit", stem_channels=(16, 32), stem_strides=(2, 2), colour_split=True).eval()
+    embed = vit.model.patch_embed
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    square = ((xs >= 3) & (xs < 13) & (ys >= 4) & (ys < 14)).float()
+    red = (torch.tensor([0.9, 0.1, 0.1]).view(3, 1, 1) * square * 2 - 1).unsqueeze(0)
+    blue = (torch.tensor([0.1, 0.2, 0.9]).view(3, 1, 1) * square * 2 - 1).unsqueeze(0)
+    with torch.no_grad():
+        # the stem sees the same 0/1 mask for both colours
+        torch.testing.assert_close(embed.backbone(red), embed.backbone(blue))
+        diff = (embed(red) - embed(blue)).abs().amax(-1)[0].view(4, 4)
+        # so the tokens differ exactly on the token patches the square touches (rows 0-1, cols 0-1)
+        touched = torch.zeros(4, 4, dtype=torch.bool)
+        touched[:2, :2] = True
+        assert bool((diff[touched] > 1e-4).all()) and float(diff[~touched].amax()) == 0.0
+        assert vit(red).shape == (1, 16, 64)

@@ -179,7 +179,7 @@ def test_colour_structure_trains_both_groups():
     out = vq(_images(4))
     out.loss.backward()
     assert all(cb.embedding.grad.abs().sum() > 0 for cb in vq.quantize.codebooks)
-    assert vq.encoder.colour[0].weight.grad.abs().sum() > 0
+    assert vq.encoder.colour.pixel[0].weight.grad.abs().sum() > 0
     assert vq.encoder.structure.net[0].weight.grad.abs().sum() > 0
     torch.testing.assert_close(vq.eval().decode(vq.encode(_images(2))), vq(_images(2)).recon.clamp(-1, 1))
 

@@ -167,6 +167,10 @@ class TimmViTConfig(tuskml.BackboneConfig):
     #: running statistics, so training and inference see the same function)
     stem_norm: Literal["batch", "group"] = attrs.field(default="batch",
                                                        validator=attrs.validators.in_(("batch", "group")))
+    #: the stem sees each token patch's value structure (colour-blind) and every token gets its patch's
+    #: colours added (:mod:`tuskml.plugins.mammoth2.colour_split`): colour and shape enter as a sum of
+    #: two learned parts, as in the ``vq`` tokenizer's ``groups = "colour-structure"``. Needs a stem.
+    colour_split: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.img_size % self.patch_size:
@@ -176,6 +180,8 @@ class TimmViTConfig(tuskml.BackboneConfig):
                              f"per stem conv (same length)")
         if any(c < 1 for c in self.stem_channels) or any(s < 1 for s in self.stem_strides):
             raise ValueError(f"stem_channels {self.stem_channels} and stem_strides {self.stem_strides} must be >= 1")
+        if self.colour_split and (not self.stem_channels or self.in_chans != 3):
+            raise ValueError("colour_split needs a convolutional stem (stem_channels) and RGB images (in_chans=3)")
         stride = math.prod(self.stem_strides)
         if self.patch_size % stride:
             raise ValueError(f"the stem's total stride {stride} (product of stem_strides {self.stem_strides}) must "

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tuskml.core.errors import ConfigError, TuskmlError
+from tuskml.plugins.mammoth2.colour_split import PatchColour, value_structure
 from tuskml.plugins.mammoth2.configs_ar import TimmViTConfig
 
 
@@ -43,6 +44,15 @@ def _read_state_dict(path: pathlib.Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ConfigError(f"timm-vit: {str(path)!r} does not hold a state dict")
     return state
+
+
+class _ValueStructure(nn.Module):
+    def __init__(self, patch: int):
+        super().__init__()
+        self.patch = patch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return value_structure(x, self.patch)
 
 
 class TimmViTEncoder(nn.Module):
@@ -91,14 +101,26 @@ class TimmViTEncoder(nn.Module):
 
     @staticmethod
     def _stem_embed(config: TimmViTConfig) -> Any:
-        """timm's ``HybridEmbed`` around a ``ConvStem`` (3x3 convs, norm + ReLU between them)."""
+        """timm's ``HybridEmbed`` around a ``ConvStem`` (3x3 convs, norm + ReLU between them); with
+        ``colour_split`` the stem sees the value structure and each token gets its patch's colour added."""
         from timm.layers import GroupNorm1, HybridEmbed
         from timm.models.vision_transformer_hybrid import ConvStem
 
         norm: Any = nn.BatchNorm2d if config.stem_norm == "batch" else GroupNorm1
-        stem = ConvStem(in_chans=config.in_chans, depth=len(config.stem_channels), channels=config.stem_channels,
-                        kernel_size=3, stride=config.stem_strides, norm_layer=norm)
-        return functools.partial(HybridEmbed, backbone=stem)
+        stem = ConvStem(in_chans=1 if config.colour_split else config.in_chans, depth=len(config.stem_channels),
+                        channels=config.stem_channels, kernel_size=3, stride=config.stem_strides, norm_layer=norm)
+        if not config.colour_split:
+            return functools.partial(HybridEmbed, backbone=stem)
+
+        class ColourSplitEmbed(HybridEmbed):
+            def __init__(self, **kwargs: Any):
+                super().__init__(backbone=nn.Sequential(_ValueStructure(config.patch_size), stem), **kwargs)
+                self.colour = PatchColour(config.in_chans, config.stem_channels[0], kwargs["embed_dim"], config.patch_size)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return super().forward(x) + self.colour(x).flatten(2).transpose(1, 2)
+
+        return ColourSplitEmbed
 
     def _load_weights(self, path: pathlib.Path) -> None:
         state = _read_state_dict(path)

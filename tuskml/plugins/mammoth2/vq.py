@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuskml.core.errors import TuskmlError
+from tuskml.plugins.mammoth2.colour_split import PatchColour, value_structure
 from tuskml.plugins.mammoth2.configs_ar import VQTokenizerConfig
 
 
@@ -204,38 +205,20 @@ class ProductCodebook(nn.Module):
 
 
 class ColourStructureEncoder(nn.Module):
-    """Encoder of ``groups = "colour-structure"``: ``[colour code vector, structure code vector]`` per patch.
-
-    * colour: a per-pixel MLP (1x1 convolutions, no spatial mixing), max-pooled over each patch and a
-      black pixel. A patch's colour vector depends on which colours occur in it, not on where or on
-      how many pixels.
-    * structure: the value channel ``v = max(r, g, b)`` (in [0, 1]) divided by its patch maximum, then
-      the usual convolutional encoder. Every flat colour becomes the same 0/1 mask, so the structure
-      vector cannot tell colours apart.
-    """
+    """Encoder of ``groups = "colour-structure"``: ``[colour code vector, structure code vector]`` per
+    patch, the colour from :class:`~tuskml.plugins.mammoth2.colour_split.PatchColour` and the
+    structure from the usual convolutional encoder on
+    :func:`~tuskml.plugins.mammoth2.colour_split.value_structure`, which cannot tell colours apart."""
 
     def __init__(self, config: VQTokenizerConfig):
         super().__init__()
         self.patch = 2**config.num_downsamples
         half = config.code_dim // 2
-        width = config.hidden_channels
-        self.colour = nn.Sequential(nn.Conv2d(3, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1), nn.SiLU())
-        self.colour_out = nn.Conv2d(width, half, 1)
+        self.colour = PatchColour(3, config.hidden_channels, half, self.patch)
         self.structure = VQEncoder(attrs.evolve(config, in_channels=1, code_dim=half, num_codebooks=1, groups="learned"))
 
-    def value_structure(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, H, W]``: the value channel over its patch maximum (0/1 masks for flat colours)."""
-        value = (x.max(dim=1, keepdim=True).values + 1.0) / 2.0
-        peak = F.max_pool2d(value, self.patch)
-        peak = F.interpolate(peak, scale_factor=self.patch, mode="nearest")
-        return value / peak.clamp_min(0.1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # every patch is pooled together with a black pixel, so a patch that is all red and one that
-        # is partly red (and partly black background) get the same colour vector
-        black = self.colour(torch.full_like(x[:1, :, :1, :1], -1.0))
-        colour = self.colour_out(torch.maximum(F.max_pool2d(self.colour(x), self.patch), black))
-        return torch.cat([colour, self.structure(self.value_structure(x))], dim=1)
+        return torch.cat([self.colour(x), self.structure(value_structure(x, self.patch))], dim=1)
 
 
 class ColourStructureDecoder(nn.Module):
