@@ -13,8 +13,8 @@ so the numbers say how good the plans that the DiT renders can be. Per variant i
 * ``plan_train``: the same on the train split (what the AR learned vs what it generalises).
 
 Variants: ``flat`` (a 256-code VQ, one flat head, a plain conv-stem ViT) and ``colour-structure`` (a
-colour group of 8 codes and a structure group of 64, ``groups = "colour-structure"``, factorised head,
-and the ViT's ``colour_split``).
+colour group of 16 codes and a structure group of 64, 8-d each, ``groups = "colour-structure"``,
+factorised head, and the ViT's ``colour_split``).
 Writes benchmarks/results/mammoth2_plan_probe_<variant>_<task>.json.
 """
 
@@ -34,7 +34,7 @@ VARIANTS = {
     "flat": {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_size": 256},
              "backbone": {"gen_head": "flat"}, "vision_encoder": {"colour_split": False}},
     "colour-structure": {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-structure", "codebook_size": 64,
-                                              "colour_codebook_size": 8},
+                                              "colour_codebook_size": 16, "code_dim": 16},
                          "backbone": {"gen_head": "factorized"}, "vision_encoder": {"colour_split": True}},
 }
 
@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/mammoth2_plan_probe")
+    parser.add_argument("--model-json", default="{}", help="extra model overrides, e.g. '{\"visual_tokenizer\": {...}}'")
+    parser.add_argument("--name", default="", help="suffix of the results file (for --model-json runs)")
     args = parser.parse_args()
 
     import torch
@@ -109,22 +111,24 @@ def main() -> None:
 
     base = load_train_config("tiny")
     model = merge_overrides(model_config_of(base), {**VARIANTS[args.variant], "fm_max_rows": 1})
+    model = merge_overrides(model, json.loads(args.model_json))
     task_batch = {"t2i": (args.batch, 0, 0), "edit": (0, args.batch, 0), "understanding": (0, 0, 3 * args.batch)}[args.task]
     config = attrs.evolve(base, model=model, task_batch=task_batch, progress=False, time_limit_minutes=0.0,
                           tokenizer=attrs.evolve(base.tokenizer, steps=args.vq_steps),
                           stages=(StageConfig(name="full", steps=args.steps),))
-    run = pathlib.Path(args.out) / f"{args.variant}_{args.task}"
+    tag = f"{args.variant}_{args.task}" + (f"_{args.name}" if args.name else "")
+    run = pathlib.Path(args.out) / tag
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     summary = train(config, run)
     train_s = time.perf_counter() - t0
     pipe = load_run_pipeline(run)
-    result = {"variant": args.variant, "task": args.task, "steps": args.steps, "vq_steps": args.vq_steps,
+    result = {"variant": args.variant, "task": args.task, "model_json": json.loads(args.model_json), "steps": args.steps, "vq_steps": args.vq_steps,
               "batch": args.batch, "train_s": train_s, "threads": args.threads, "summary_steps": summary["steps"],
               "heldout": plan_scores(pipe, config.data, args.task, "heldout", args.per_category),
               "train": plan_scores(pipe, config.data, args.task, "train", args.per_category)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"mammoth2_plan_probe_{args.variant}_{args.task}.json"
+    path = RESULTS / f"mammoth2_plan_probe_{tag}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k not in ("heldout", "train")}))
     for split in ("heldout", "train"):
