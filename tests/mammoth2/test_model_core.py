@@ -51,7 +51,7 @@ def test_model_derives_sizes_shared_by_parts(tiny):
 
 
 def test_factorized_generation_head_takes_its_digits_from_a_product_quantised_vq():
-    cfg = load_preset("tiny", visual_tokenizer={"num_codebooks": 2, "codebook_size": 8},
+    cfg = load_preset("tiny", visual_tokenizer={"num_codebooks": 2, "codebook_size": 8, "groups": "learned"},
                       backbone={"gen_head": "factorized", "gen_factors": [3, 5], "gen_vocab_size": 15})
     model = Mammoth2Model(cfg)  # written sizes are replaced by the derived ones
     assert model.config.backbone.gen_factors == (8, 8) and model.config.backbone.gen_vocab_size == 64
@@ -59,7 +59,8 @@ def test_factorized_generation_head_takes_its_digits_from_a_product_quantised_vq
     out = model(**model.example_inputs())
     assert torch.isfinite(out.loss)
     with pytest.raises(tuskml.ConfigError, match="num_codebooks >= 2"):
-        Mammoth2Model(load_preset("tiny", visual_tokenizer={"num_codebooks": 1}, backbone={"gen_head": "factorized"}))
+        Mammoth2Model(load_preset("tiny", visual_tokenizer={"num_codebooks": 1, "groups": "learned"},
+                                  backbone={"gen_head": "factorized"}))
 
 
 def test_inconsistent_image_size_is_a_clear_error():
