@@ -31,11 +31,13 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "geneval.overall": report["geneval"]["overall"],
         **{f"geneval.{c}": report["geneval"][c] for c in report["geneval"] if c not in ("overall", "n")},
+        **({"geneval_plan.overall": report["geneval_plan"]["overall"]} if "geneval_plan" in report else {}),
         "edit.success": report["edit"]["success"]["overall"],
         "edit.preservation": report["edit"]["preservation"]["overall"],
         "edit.success_preserved": report["edit"]["success_preserved"]["overall"],
         **{f"edit.success.{k}": v for k, v in report["edit"]["success"].items() if k != "overall"},
         **{f"edit.preservation.{k}": v for k, v in report["edit"]["preservation"].items() if k != "overall"},
+        **({"edit_plan.success": report["edit_plan"]["success"]["overall"]} if "edit_plan" in report else {}),
         "understanding.accuracy": und.get("overall"),
         **{f"understanding.{k}": v for k, v in und.items() if k != "overall"},
     }

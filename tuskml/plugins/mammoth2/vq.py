@@ -261,9 +261,9 @@ class VQTokenizer(nn.Module):
         config = config or VQTokenizerConfig()
         self.config = config
         self.tuskml_config = config
-        #: tokens of the visual vocabulary (``codebook_size ** num_codebooks``)
         #: the radices of a token's digits, one per sub-codebook (``(codebook_size,)`` without product quantisation)
         self.codebook_factors = config.group_sizes
+        #: tokens of the visual vocabulary (the product of the factors)
         self.codebook_size = math.prod(self.codebook_factors)
         self.code_dim = config.code_dim
         self.downsample = 2**config.num_downsamples
