@@ -50,7 +50,8 @@ def tuskml_tokenizers():
                         description="a tokenizer.json from a local path (tokenizers package) with special roles")
     yield ComponentSpec(name="vq", factory=f"{_M}.vq:VQTokenizer", config_cls=configs_ar.VQTokenizerConfig,
                         description="trainable discrete visual tokenizer: conv encoder, L2-normalised codebook "
-                                    "(rotation trick or straight-through; optional product quantisation), conv decoder")
+                                    "(rotation trick or straight-through; optional product quantisation, optionally "
+                                    "split into colour and structure groups), conv decoder")
 
 
 # --- generation side (aligners, decoders, latent codecs) ----------------------------------------

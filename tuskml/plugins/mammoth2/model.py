@@ -367,16 +367,12 @@ class Mammoth2Model(nn.Module):
         hints = hints.clamp(min=0)
         if not self.hint_factors:
             return self.source_hints(hints) * valid
-        eol_row = self.source_hints.num_embeddings - 1
         factors = hints.new_tensor(self.hint_factors)
         radix = hints.new_tensor([math.prod(self.hint_factors[g + 1:]) for g in range(len(self.hint_factors))])
-        offsets = torch.cumsum(factors, 0) - factors
-        rows = torch.div(hints[..., None], radix, rounding_mode="floor") % factors + offsets
-        is_eol = (hints == self.layout.codebook_size)[..., None]
-        rows = torch.where(is_eol, eol_row, rows)  # an eol / eof slot: its row once, the other digits zeroed
-        weight = torch.ones_like(rows, dtype=self.source_hints.weight.dtype)
-        weight = torch.where(is_eol, (torch.arange(rows.shape[-1], device=rows.device) == 0).to(weight.dtype), weight)
-        return (self.source_hints(rows) * weight[..., None]).sum(-2) * valid
+        rows = torch.div(hints[..., None], radix, rounding_mode="floor") % factors + (torch.cumsum(factors, 0) - factors)
+        digit_sum = self.source_hints(rows).sum(-2)
+        eol = self.source_hints.weight[-1]  # eol / eof slots (id codebook_size) have a row of their own
+        return torch.where((hints == self.layout.codebook_size).unsqueeze(-1), eol, digit_sum) * valid
 
     def run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                      position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
