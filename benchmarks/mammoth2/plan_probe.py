@@ -31,7 +31,7 @@ import attrs
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 VARIANTS = {
-    "flat": {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_size": 256},
+    "flat": {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_size": 256, "code_dim": 8},
              "backbone": {"gen_head": "flat"}, "vision_encoder": {"colour_split": False}},
     "colour-structure": {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-structure", "codebook_size": 64,
                                               "colour_codebook_size": 16, "code_dim": 16},
