@@ -17,7 +17,6 @@ sub-configs, so a preset stays consistent when one part is swapped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +41,7 @@ from tuskml.plugins.mammoth2.sequence import (
     prompt_mask,
     visual_mask,
 )
+from tuskml.plugins.mammoth2.vq import mixed_radix_digits
 
 
 class Mammoth2InputError(TuskmlError, ValueError):
@@ -367,9 +367,8 @@ class Mammoth2Model(nn.Module):
         hints = hints.clamp(min=0)
         if not self.hint_factors:
             return self.source_hints(hints) * valid
-        factors = hints.new_tensor(self.hint_factors)
-        radix = hints.new_tensor([math.prod(self.hint_factors[g + 1:]) for g in range(len(self.hint_factors))])
-        rows = torch.div(hints[..., None], radix, rounding_mode="floor") % factors + (torch.cumsum(factors, 0) - factors)
+        offsets = hints.new_tensor([sum(self.hint_factors[:g]) for g in range(len(self.hint_factors))])
+        rows = mixed_radix_digits(hints, self.hint_factors) + offsets  # digit g's rows follow digit g-1's
         digit_sum = self.source_hints(rows).sum(-2)
         eol = self.source_hints.weight[-1]  # eol / eof slots (id codebook_size) have a row of their own
         return torch.where((hints == self.layout.codebook_size).unsqueeze(-1), eol, digit_sum) * valid

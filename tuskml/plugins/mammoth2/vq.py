@@ -160,6 +160,13 @@ class L2Codebook(nn.Module):
         return out, codes, commitment, codebook
 
 
+def mixed_radix_digits(codes: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+    """Token ids ``[...]`` -> digits ``[..., len(sizes)]``, first digit most significant
+    (``i * sizes[1] + j`` has digits ``(i, j)``)."""
+    radix = codes.new_tensor([math.prod(sizes[g + 1:]) for g in range(len(sizes))])
+    return torch.div(codes[..., None], radix, rounding_mode="floor") % codes.new_tensor(sizes)
+
+
 class ProductCodebook(nn.Module):
     """Product quantiser: the code vector is split into equal groups (one per entry of ``sizes``), each
     L2-normalised and quantised by its own :class:`L2Codebook` of ``sizes[g]`` entries. The token is the
@@ -177,14 +184,13 @@ class ProductCodebook(nn.Module):
                                        for size in sizes)
         radix = [math.prod(sizes[g + 1:]) for g in range(len(sizes))]
         self.register_buffer("radix", torch.tensor(radix), persistent=False)
-        self.register_buffer("size_tensor", torch.tensor(sizes), persistent=False)
 
     def _groups(self, e: torch.Tensor) -> torch.Tensor:
         return e.view(e.shape[0], self.num_codebooks, self.group_dim)
 
     def digits(self, codes: torch.Tensor) -> torch.Tensor:
         """Token ids ``[N]`` -> per-group code ids ``[N, num_codebooks]``."""
-        return torch.div(codes[:, None], self.radix, rounding_mode="floor") % self.size_tensor
+        return mixed_radix_digits(codes, self.sizes)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         d = self.digits(codes)
