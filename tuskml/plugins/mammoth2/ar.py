@@ -16,7 +16,6 @@ transformers too: the embeddings, then each layer's output, the last one after t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ from tuskml.plugins.mammoth2.layers import (
     rope_inverse_frequencies,
     scaled_dot_product_gqa,
 )
+from tuskml.plugins.mammoth2.vq import mixed_radix_digits
 
 
 class BackboneInputError(TuskmlError, ValueError):
@@ -221,8 +221,6 @@ class Mammoth2AR(nn.Module):
             # one embedding table and one head per digit; a token's embedding / logit is their sum
             self.gen_embed_factors = nn.ModuleList(nn.Embedding(f, config.hidden_size) for f in self.gen_factors)
             self.gen_head_factors = nn.ModuleList(nn.Linear(config.hidden_size, f, bias=False) for f in self.gen_factors)
-            radix = [math.prod(self.gen_factors[i + 1:]) for i in range(len(self.gen_factors))]
-            self.register_buffer("gen_radix", torch.tensor(radix), persistent=False)
         else:
             self.gen_embed_tokens = nn.Embedding(config.gen_vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(ARDecoderLayer(config, i, self.experts) for i in range(config.num_layers))
@@ -281,7 +279,7 @@ class Mammoth2AR(nn.Module):
         """Embeddings ``[..., D]`` of generation codes (ids minus ``gen_vocab_start``) ``[...]``."""
         if not self.gen_factors:
             return self.gen_embed_tokens(codes)
-        digits = torch.div(codes[..., None], self.gen_radix, rounding_mode="floor") % self.gen_radix.new_tensor(self.gen_factors)
+        digits = mixed_radix_digits(codes, self.gen_factors)
         return sum(table(digits[..., i]) for i, table in enumerate(self.gen_embed_factors))
 
     def gen_logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -160,11 +160,14 @@ class L2Codebook(nn.Module):
         return out, codes, commitment, codebook
 
 
+def radices(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The place value of each digit of a mixed-radix token, first digit most significant."""
+    return tuple(math.prod(sizes[g + 1:]) for g in range(len(sizes)))
+
+
 def mixed_radix_digits(codes: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-    """Token ids ``[...]`` -> digits ``[..., len(sizes)]``, first digit most significant
-    (``i * sizes[1] + j`` has digits ``(i, j)``)."""
-    radix = codes.new_tensor([math.prod(sizes[g + 1:]) for g in range(len(sizes))])
-    return torch.div(codes[..., None], radix, rounding_mode="floor") % codes.new_tensor(sizes)
+    """Token ids ``[...]`` -> digits ``[..., len(sizes)]`` (``i * sizes[1] + j`` has digits ``(i, j)``)."""
+    return torch.div(codes[..., None], codes.new_tensor(radices(sizes)), rounding_mode="floor") % codes.new_tensor(sizes)
 
 
 class ProductCodebook(nn.Module):
@@ -182,8 +185,7 @@ class ProductCodebook(nn.Module):
         self.group_dim = code_dim // self.num_codebooks
         self.codebooks = nn.ModuleList(L2Codebook(size, self.group_dim, quantizer, restart_unused_after)
                                        for size in sizes)
-        radix = [math.prod(sizes[g + 1:]) for g in range(len(sizes))]
-        self.register_buffer("radix", torch.tensor(radix), persistent=False)
+        self.radix = radices(self.sizes)
 
     def _groups(self, e: torch.Tensor) -> torch.Tensor:
         return e.view(e.shape[0], self.num_codebooks, self.group_dim)
