@@ -9,7 +9,8 @@ The DiT is not what is measured here (it trains on one image row per step, to ke
 so the numbers say how good the plans that the DiT renders can be. Per variant it records:
 * ``roundtrip``: GenEvalMini / edit scores of the VQ round trip of the ground-truth images (the
   ceiling a perfect plan reaches through this tokenizer);
-* ``plan``: the same scores of VQ-decoded sampled plans (top_k 8, AR guidance 3), held-out split;
+* ``plan``: the same scores of VQ-decoded sampled plans (t2i: top_k 8, AR guidance 3; edits: the
+  pipeline's defaults, greedy and unguided), held-out split;
 * ``plan_train``: the same on the train split (what the AR learned vs what it generalises).
 
 Variants: ``flat`` (a 256-code VQ, one flat head, a plain conv-stem ViT) and ``colour-structure`` (a
@@ -75,7 +76,7 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
                 plans += to_pil(result.plan_pixels)
             else:
                 result = pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=seed + start, steps=1,
-                                   ar_guidance=3.0, top_k=8, return_result=True)
+                                   return_result=True)  # the pipeline's edit defaults: greedy, AR guidance 1
                 plans += to_pil(result.plan_pixels)
     for name, images in (("roundtrip", roundtrip), ("plan", plans)):
         if task == "t2i":

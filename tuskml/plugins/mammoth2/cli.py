@@ -70,15 +70,16 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--steps", default=20, show_default=True)
     @click.option("--guidance", default=3.0, show_default=True, help="Text guidance.")
     @click.option("--image-guidance", default=1.5, show_default=True)
-    @click.option("--temperature", default=1.0, show_default=True, help="AR sampling temperature (0: greedy).")
+    @click.option("--ar-guidance", default=1.0, show_default=True, help="CFG scale on the AR plan's logits.")
+    @click.option("--temperature", default=0.0, show_default=True, help="AR sampling temperature (0: greedy).")
     def edit_cmd(run_dir: str, image: str, instruction: str, out: str, seed: int, steps: int, guidance: float,
-                 image_guidance: float, temperature: float) -> None:
+                 image_guidance: float, ar_guidance: float, temperature: float) -> None:
         """Edit IMAGE by INSTRUCTION."""
         from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
 
         pipe = load_run_pipeline(run_dir)
         result = pipe.edit(_open_image(image), instruction, seed=seed, steps=steps, text_guidance=guidance,
-                           image_guidance=image_guidance, temperature=temperature)
+                           image_guidance=image_guidance, ar_guidance=ar_guidance, temperature=temperature)
         pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
         result.save(out)
         click.echo(out)
@@ -103,14 +104,18 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--split", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True)
     @click.option("--seed", default=0, show_default=True)
     @click.option("--steps", default=20, show_default=True)
-    @click.option("--temperature", default=1.0, show_default=True, help="AR sampling temperature (0: greedy).")
+    @click.option("--temperature", default=1.0, show_default=True,
+                  help="AR sampling temperature of text-to-image plans (0: greedy).")
+    @click.option("--edit-temperature", default=0.0, show_default=True,
+                  help="AR sampling temperature of edit plans (0: greedy).")
     def eval_cmd(run_dir: str, out: str, per_category: int, split: str, seed: int, steps: int,
-                 temperature: float) -> None:
+                 temperature: float, edit_temperature: float) -> None:
         """GenEvalMini per category, edit success/preservation per kind, understanding accuracy per kind."""
         from tuskml.plugins.mammoth2.evaluate import EvalSettings, evaluate_run
 
         report = evaluate_run(run_dir, out, EvalSettings(per_category=per_category, split=split, seed=seed,
-                                                         steps=steps, temperature=temperature))
+                                                         steps=steps, temperature=temperature,
+                                                         edit_temperature=edit_temperature))
         click.echo(json.dumps(_summary(report), indent=2))
 
 

@@ -429,14 +429,20 @@ class Mammoth2Pipeline:
 
     @torch.no_grad()
     def edit(self, image: Any, instruction: str | Sequence[str], *, seed: int = 0, steps: int = 20,
-             text_guidance: float = 4.0, image_guidance: float = 1.5, ar_guidance: float = 3.0,
-             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             text_guidance: float = 4.0, image_guidance: float = 1.5, ar_guidance: float = 1.0,
+             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              cfg_range: tuple[float, float] = (0.0, 1.0), shift: float | None = None,
              return_result: bool = False) -> Any:
         """Edit an image (or a list) by an instruction: the source enters the prompt as discrete tokens
         and the DiT as a reference latent; the DiT uses dual guidance (``image_guidance`` toward the
         source, ``text_guidance`` toward the instruction). Returns a PIL image (a list for lists), or
-        with ``return_result`` a :class:`GenerationResult` (always batched) that includes the plan."""
+        with ``return_result`` a :class:`GenerationResult` (always batched) that includes the plan.
+
+        The AR plan is greedy and unguided by default: an edit's plan is mostly a copy of the source,
+        and sampling (or CFG against the instruction-less branch, which pushes every token away from
+        plain copying) breaks objects the instruction does not name. On a tiny-preset run, held-out
+        edit plans succeeded 0.42 greedy / guidance 1 against 0.06 at temperature 1, top_k 8,
+        guidance 3 (``benchmarks/results/mammoth2_edit_sampling.md``)."""
         check_sampling_args(temperature, top_k, top_p)
         single, images, instructions = _image_text_pairs(image, instruction, "edit", "instructions")
         model = self.model
