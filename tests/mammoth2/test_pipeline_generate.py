@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from tuskml.core.errors import ConfigError
 from tuskml.plugins.mammoth2.model import Mammoth2InputError, Mammoth2Model
 from tuskml.plugins.mammoth2.pipeline import GenerationResult, Mammoth2Pipeline, load_preset
 from tuskml.plugins.mammoth2.sequence import Role, collate, dropped_mask, positions_from_mask
@@ -212,17 +211,13 @@ FLAT = {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_
         "backbone": {"gen_head": "flat"}}
 
 
-@pytest.mark.parametrize("copy", [False, True], ids=["hints", "hints+copy"])
 @pytest.mark.parametrize("factorized", [False, True], ids=["flat", "colour-structure"])
-def test_cached_edit_sampling_with_source_hints_equals_full_recompute(factorized, copy):
-    overrides = {"source_hints": True, "source_copy": copy, "visual_positions": True,
-                 **(COLOUR_STRUCTURE if factorized else FLAT)}
+def test_cached_edit_sampling_with_source_hints_equals_full_recompute(factorized):
+    overrides = {"source_hints": True, "visual_positions": True, **(COLOUR_STRUCTURE if factorized else FLAT)}
     pipe = Mammoth2Pipeline.from_preset("tiny", seed=0, overrides=overrides)
     model = pipe.model
     with torch.no_grad():  # large enough that a misaligned hint would change the tokens
         model.source_hints.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
-        if copy:  # gates that vary with the hidden state, so a misaligned copy would change the tokens too
-            model.source_copy.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(4))
     lay = model.layout
     src = torch.randint(0, lay.codebook_size, (2, 8, 8), generator=torch.Generator().manual_seed(3))
     batch = collate([lay.edit(c, model.text_tokenizer.encode(t)) for c, t in zip(src, ["remove the red circle", "add a blue square at top left"])],
@@ -260,32 +255,3 @@ def test_factorised_source_hints_sum_the_digit_rows():
     torch.testing.assert_close(emb[0], w[2] + w[4 + 5])
     torch.testing.assert_close(emb[1], w[-1])
     assert torch.equal(emb[2], torch.zeros_like(emb[2]))
-
-
-@pytest.mark.parametrize("factorized", [False, True], ids=["flat", "colour-structure"])
-def test_source_copy_gates_copy_the_source_code_or_digit(factorized):
-    pipe = Mammoth2Pipeline.from_preset("tiny", seed=0, overrides={"source_hints": True, "source_copy": True,
-                                                                   **(COLOUR_STRUCTURE if factorized else FLAT)})
-    model = pipe.model
-    assert model.source_copy.out_features == (2 if factorized else 1)
-    src = torch.rand(2, 3, 32, 32) * 2 - 1
-    source_codes = model.visual_codes(src)
-
-    def plan() -> torch.Tensor:
-        return pipe.edit(list(src), ["remove the red circle", "make the blue square red"], steps=1,
-                         return_result=True).visual_codes
-
-    assert not torch.equal(plan(), source_codes)  # an untrained model does not copy by chance
-    with torch.no_grad():
-        model.source_copy.bias.fill_(100.0)  # every gate wide open: the greedy plan is the source
-    assert torch.equal(plan(), source_codes)
-    if factorized:  # open the colour digit's gate only: colours are copied, structures are not
-        with torch.no_grad():
-            model.source_copy.bias.copy_(torch.tensor([100.0, 0.0]))
-        got = plan()
-        assert torch.equal(got // 16, source_codes // 16) and not torch.equal(got % 16, source_codes % 16)
-
-
-def test_source_copy_needs_source_hints():
-    with pytest.raises(ConfigError, match="source_copy.*source_hints"):
-        Mammoth2Model(load_preset("tiny", source_hints=False, source_copy=True))

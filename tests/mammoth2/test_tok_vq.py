@@ -127,8 +127,6 @@ def test_product_quantisation_trains_every_sub_codebook():
     ({"groups": "colour-structure"}, "needs num_codebooks=2"),
     ({"groups": "colour-structure", "num_codebooks": 2, "in_channels": 1}, "in_channels=3"),
     ({"groups": "colour-structure", "num_codebooks": 2, "colour_codebook_size": 1}, "colour_codebook_size"),
-    ({"groups": "colour-structure", "num_codebooks": 2, "structure_coder": "patches"}, "structure_coder"),
-    ({"structure_coder": "patch"}, "structure_coder='patch' codes the structure group"),
 ])
 def test_product_quantisation_config_errors(fields, message):
     from tuskml.plugins.mammoth2.configs_ar import VQTokenizerConfig
@@ -199,35 +197,3 @@ def test_colour_structure_decoder_colours_each_patch_from_its_own_colour_code():
     inside = torch.zeros(32, 32, dtype=torch.bool)
     inside[8:12, 12:16] = True
     assert float(diff[0][:, inside].amax()) > 1e-4 and float(diff[0][:, ~inside].amax()) == 0.0
-
-
-def test_patch_structure_coder_codes_and_decodes_each_patch_on_its_own():
-    torch.manual_seed(0)
-    vq = tuskml.create("tokenizer", "vq", num_codebooks=2, groups="colour-structure", codebook_size=16,
-                       colour_codebook_size=4, code_dim=8, structure_coder="patch")
-    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
-    square = (xs >= 5) & (xs < 14) & (ys >= 3) & (ys < 13)
-    disc = (xs - 22) ** 2 + (ys - 23) ** 2 <= 20
-    red = (0.9, 0.1, 0.1)
-    images = torch.cat([_flat_shapes(red, square), _flat_shapes(red, square | disc)])
-    out = vq(images)
-    out.loss.backward()
-    assert vq.encoder.structure.mlp[0].weight.grad.abs().sum() > 0
-    assert vq.decoder.structure.mlp[0].weight.grad.abs().sum() > 0
-    vq.eval()
-    structure = vq.encode(images) % 16
-    # every patch whose pixels are equal in the two images gets the same structure digit, including
-    # the empty patches next to the disc (a 3x3 conv encoder would see the disc from them)
-    same = (F.avg_pool2d((images[0] - images[1]).abs().sum(0, keepdim=True), 4)[0] == 0)
-    assert bool((~same).any()) and torch.equal(structure[0][same], structure[1][same])
-    empty = F.max_pool2d(images[1].amax(0, keepdim=True), 4)[0] <= -1
-    assert len(set(structure[1][empty].tolist())) == 1  # one token for every empty patch
-    codes = vq.encode(images[:1])
-    changed = codes.clone()
-    changed[0, 5, 1] = codes[0, 5, 1] // 16 * 16 + (codes[0, 5, 1] % 16 + 1) % 16  # new structure digit
-    with torch.no_grad():
-        diff = (vq.decode(codes) - vq.decode(changed)).abs().amax(1)[0]
-    inside = torch.zeros(32, 32, dtype=torch.bool)
-    inside[20:24, 4:8] = True
-    assert float(diff[inside].amax()) > 1e-4 and float(diff[~inside].amax()) == 0.0
-

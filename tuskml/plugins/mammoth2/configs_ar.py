@@ -282,12 +282,6 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
     A colour seen on one shape and a shape seen in another colour then combine into a token whose
     digits were both learned, and which decodes as well as either did. ``groups = "learned"`` splits
     ``code_dim`` with no such bias.
-
-    ``structure_coder`` (colour-structure only): ``conv`` encodes and decodes the structure maps with
-    the convolutional stacks, whose 3x3 kernels see the neighbouring patches, so a token's structure
-    also describes its neighbours (an empty background patch next to a shape gets another code than
-    one far from it); ``patch`` codes each patch from its own pixels alone with a per-patch MLP, so
-    every empty patch is the same token and a shape's tokens depend only on the shape.
     """
 
     image_size: int = attrs.field(default=32, validator=_ge1)
@@ -300,7 +294,6 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
     num_codebooks: int = attrs.field(default=1, validator=_ge1)
     groups: Literal["learned", "colour-structure"] = "learned"
     colour_codebook_size: int = attrs.field(default=8, validator=attrs.validators.ge(2))
-    structure_coder: Literal["conv", "patch"] = "conv"
     quantizer: Literal["rotation", "straight-through"] = "rotation"
     commitment_weight: float = attrs.field(default=0.25, validator=_ge0)
     codebook_weight: float = attrs.field(default=1.0, validator=_ge0)
@@ -321,11 +314,6 @@ class VQTokenizerConfig(tuskml.TokenizerConfig):
         if self.groups == "colour-structure" and self.in_channels != 3:
             raise ValueError(f"groups='colour-structure' splits RGB images into colour and value, so it needs "
                              f"in_channels=3, got {self.in_channels}")
-        if self.structure_coder not in ("conv", "patch"):
-            raise ValueError(f"structure_coder must be 'conv' or 'patch', got {self.structure_coder!r}")
-        if self.structure_coder == "patch" and self.groups != "colour-structure":
-            raise ValueError("structure_coder='patch' codes the structure group of groups='colour-structure'; "
-                             f"groups is {self.groups!r}")
         if self.num_codebooks > 1 and self.codebook_size < 2:
             raise ValueError(f"product quantisation (num_codebooks={self.num_codebooks}) needs codebook_size >= 2, "
                              f"got {self.codebook_size}")

@@ -71,12 +71,6 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the residual stream and the AR's capacity goes to the edited cell; the AR counterpart of
     # InstructPix2Pix's channel-concatenated source latent (an extension, not in the paper)
     source_hints: bool = False
-    # edits, with source_hints: a pointer-generator copy path. At the position that predicts target
-    # slot j, a learned gate (a linear map of the final hidden state, one scalar per digit of a
-    # product-quantised code) is added to the logit of the source's own code (digit) at slot j. Copying
-    # the unedited ~90% of an edit becomes one large gate, and the AR spends its capacity on where to
-    # switch copying off (See et al. 2017's pointer-generator; an extension, not in the paper)
-    source_copy: bool = False
     # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
     # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the
     # tiny preset the aligner + DiT take ~75% of a step, so the AR can see several times more rows

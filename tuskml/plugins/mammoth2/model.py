@@ -198,18 +198,6 @@ class Mammoth2Model(nn.Module):
             self.hint_factors = factors if len(factors) > 1 else ()
             self.source_hints = nn.Embedding((sum(factors) if self.hint_factors else codebook_size) + 1, hidden)
             nn.init.zeros_(self.source_hints.weight)
-        self.source_copy: nn.Linear | None = None
-        if config.source_copy:
-            if not config.source_hints:
-                raise ConfigError("source_copy = true copies the edit source's code at each slot, which needs "
-                                  "source_hints = true")
-            digits = self.hint_factors or (codebook_size,)
-            self.source_copy = nn.Linear(hidden, len(digits))  # one gate per digit of a code
-            nn.init.zeros_(self.source_copy.weight)
-            nn.init.zeros_(self.source_copy.bias)
-            # digits [codebook_size, G] of every code, to find the codes that share a digit with the source's
-            self.register_buffer("_code_digits", mixed_radix_digits(torch.arange(codebook_size), digits),
-                                 persistent=False)
         self.visual_positions: nn.Embedding | None = None
         if config.visual_positions:  # one slot per generated token (rows with eol) plus eof
             self.visual_positions = nn.Embedding(self.layout.generated_length + 1, hidden)
@@ -407,29 +395,9 @@ class Mammoth2Model(nn.Module):
             if inputs_embeds is None:
                 inputs_embeds = self.backbone.embed(input_ids)
             inputs_embeds = inputs_embeds + extra.to(inputs_embeds.dtype)
-        copy = self.source_copy is not None and source_hints is not None
-        out = self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            inputs_embeds=inputs_embeds, past_key_values=past_key_values, use_cache=use_cache,
-                            output_hidden_states=output_hidden_states or copy)
-        if copy:
-            out.logits = self._copy_logits(out.logits, out.hidden_states[-1], source_hints)
-        return out
-
-    def _copy_logits(self, logits: torch.Tensor, final: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
-        """``logits`` plus, where ``hints`` names a source code, each digit's gate ``source_copy(final)``
-        on every code that shares that digit with the source code (``source_copy`` in the config)."""
-        assert self.source_copy is not None
-        size = self.layout.codebook_size
-        at = (hints >= 0) & (hints < size)  # eol / eof slots (id codebook_size) copy nothing
-        if not bool(at.any()):
-            return logits
-        gates = self.source_copy(final[at]).to(logits.dtype)  # [N, G]
-        source = self._code_digits[hints[at]]  # [N, G]
-        bias = ((self._code_digits[None] == source[:, None]).to(logits.dtype) * gates[:, None]).sum(-1)  # [N, V]
-        start = self.layout.gen_vocab_start
-        full = torch.zeros_like(logits)
-        full[at] = F.pad(bias, (start, logits.shape[-1] - start - size))
-        return logits + full
+        return self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             inputs_embeds=inputs_embeds, past_key_values=past_key_values, use_cache=use_cache,
+                             output_hidden_states=output_hidden_states)
 
     def condition(self, hidden_states: Sequence[torch.Tensor], roles: torch.Tensor,
                   hidden_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

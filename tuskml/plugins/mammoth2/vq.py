@@ -212,36 +212,6 @@ class ProductCodebook(nn.Module):
         return q, codes, commitment, codebook
 
 
-def _patch_mlp(in_features: int, width: int, out_features: int) -> nn.Sequential:
-    """An MLP applied to every patch on its own (1x1 convolutions over a patch grid)."""
-    return nn.Sequential(nn.Conv2d(in_features, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1), nn.SiLU(),
-                         nn.Conv2d(width, out_features, 1))
-
-
-class PatchStructureEncoder(nn.Module):
-    """``structure_coder = "patch"``: ``[B, 1, H, W] -> [B, out, H/p, W/p]``, each patch from its own pixels."""
-
-    def __init__(self, patch: int, width: int, out_features: int):
-        super().__init__()
-        self.patch = patch
-        self.mlp = _patch_mlp(patch * patch, width, out_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(F.pixel_unshuffle(x, self.patch))
-
-
-class PatchStructureDecoder(nn.Module):
-    """``structure_coder = "patch"``: ``[B, in, h, w] -> [B, maps, h*p, w*p]``, each patch from its own code."""
-
-    def __init__(self, patch: int, width: int, in_features: int, maps: int):
-        super().__init__()
-        self.patch = patch
-        self.mlp = _patch_mlp(in_features, width, maps * patch * patch)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.mlp(z), self.patch)
-
-
 class ColourStructureEncoder(nn.Module):
     """Encoder of ``groups = "colour-structure"``: ``[colour code vector, structure code vector]`` per
     patch, the colour from :class:`~tuskml.plugins.mammoth2.colour_split.PatchColour` and the
@@ -253,12 +223,7 @@ class ColourStructureEncoder(nn.Module):
         self.patch = 2**config.num_downsamples
         half = config.code_dim // 2
         self.colour = PatchColour(3, config.hidden_channels, half, self.patch)
-        self.structure: nn.Module
-        if config.structure_coder == "patch":
-            self.structure = PatchStructureEncoder(self.patch, 4 * config.hidden_channels, half)
-        else:
-            self.structure = VQEncoder(attrs.evolve(config, in_channels=1, code_dim=half, num_codebooks=1,
-                                                    groups="learned"))
+        self.structure = VQEncoder(attrs.evolve(config, in_channels=1, code_dim=half, num_codebooks=1, groups="learned"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.colour(x), self.structure(value_structure(x, self.patch))], dim=1)
@@ -279,12 +244,8 @@ class ColourStructureDecoder(nn.Module):
         self.patch = 2**config.num_downsamples
         self.rank = rank
         half = config.code_dim // 2
-        self.structure: nn.Module
-        if config.structure_coder == "patch":
-            self.structure = PatchStructureDecoder(self.patch, 4 * config.hidden_channels, half, rank)
-        else:
-            self.structure = VQDecoder(attrs.evolve(config, in_channels=rank, code_dim=half, num_codebooks=1,
-                                                    groups="learned"))
+        self.structure = VQDecoder(attrs.evolve(config, in_channels=rank, code_dim=half, num_codebooks=1,
+                                                groups="learned"))
         self.colour = nn.Sequential(nn.Conv2d(half, config.hidden_channels, 1), nn.SiLU(),
                                     nn.Conv2d(config.hidden_channels, 3 * (rank + 1), 1))
 
