@@ -50,6 +50,24 @@ def test_prompt_only_ends_with_image_start_and_codes_round_trip():
     assert [lay.is_row_end(s) for s in range(lay.generated_length)] == [False, False, False, True] * 2
 
 
+def test_scene_plan_follows_the_prompt_as_a_target_the_uncond_branch_hides():
+    lay = layout()
+    codes = torch.tensor([[0, 1, 2], [3, 4, 15]])
+    ids, roles = lay.generation([50, 51], codes, plan_ids=[70, 71, 72])
+    assert ids[:7] == [1, 50, 51, 70, 71, 72, 3] and ids[7:] == layout().generation([50], codes)[0][3:]
+    assert roles[3:7] == [Role.PLAN] * 4  # the plan and the [image_start] that ends it
+    assert lay.plan_prompt([50, 51]) == (ids[:3], roles[:3])
+    batch = collate([(ids, roles)], 0)
+    labels = ntp_labels(batch.input_ids, batch.roles)[0]
+    assert labels[2:6].tolist() == [70, 71, 72, 3]  # the last prompt token predicts the plan, which ends itself
+    assert int((labels != -100).sum()) == 4 + 6 + 2 + 3
+    assert bool(prompt_mask(batch.roles)[0, :7].all())  # the plan joins the aligner's text condition
+    yes, no = torch.tensor([True]), torch.tensor([False])
+    assert dropped_mask(batch.roles, yes, no)[0].nonzero().flatten().tolist() == [1, 2, 3, 4, 5, 6]
+    assert ids[:-1] == lay.generation([50, 51], codes, plan_ids=[70, 71, 72])[0][:-1]
+    assert lay.generation([50], plan_ids=[])[0] == [1, 50, 3]  # an empty plan: just its end
+
+
 def test_edit_puts_the_source_right_before_the_target():
     src = torch.zeros(2, 3, dtype=torch.long)
     ids, roles = layout().edit(src, [60, 61], torch.ones(2, 3, dtype=torch.long))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -255,3 +256,26 @@ def test_factorised_source_hints_sum_the_digit_rows():
     torch.testing.assert_close(emb[0], w[2] + w[4 + 5])
     torch.testing.assert_close(emb[1], w[-1])
     assert torch.equal(emb[2], torch.zeros_like(emb[2]))
+
+
+def test_scene_plan_model_writes_a_plan_then_draws_after_it():
+    pipe = Mammoth2Pipeline.from_preset("tiny", seed=0, overrides={"scene_plan": True})
+    model = pipe.model
+    specials = set(attrs.astuple(model.special))
+    result = pipe.generate(["a red circle", "two squares"], steps=1, max_plan_tokens=5, return_result=True)
+    assert len(result.scene_plans) == 2 and len(result.images) == 2
+    for plan in result.scene_plans:  # an untrained model writes up to the limit, never a special token
+        ids = model.text_tokenizer.encode(plan)
+        assert 0 < len(ids) <= 5 and not specials & set(ids)
+    bias = torch.zeros(model.backbone.lm_head.out_features)
+    bias[model.special.image_start] = 1e4  # [image_start] certain: every plan is empty
+    model.backbone.lm_head.bias = torch.nn.Parameter(bias)
+    assert pipe.generate(["a red circle"], steps=1, return_result=True).scene_plans == [""]
+    with pytest.raises(Mammoth2InputError, match="max_plan_tokens"):
+        pipe.generate("a red circle", max_plan_tokens=0)
+    from tuskml.plugins.mammoth2.model import TextToImageSample
+    with pytest.raises(Mammoth2InputError, match="no plan.*scene_plan"):
+        model.make_batch([TextToImageSample("a red circle", torch.zeros(3, 32, 32))])
+    batch = model.make_batch([TextToImageSample("a red circle", torch.zeros(3, 32, 32), plan="a red circle at top left")])
+    plan_ids = model.text_tokenizer.encode("a red circle at top left")
+    assert batch["input_ids"][0, 1 + 3:1 + 3 + len(plan_ids)].tolist() == plan_ids

@@ -53,10 +53,12 @@ class Mammoth2InputError(TuskmlError, ValueError):
 
 @attrs.frozen
 class TextToImageSample:
-    """A prompt and the image it describes (``image``: Float[3, H, W] in [-1, 1])."""
+    """A prompt and the image it describes (``image``: Float[3, H, W] in [-1, 1]); ``plan``: the
+    image's scene as text, which a ``scene_plan`` model learns to write before the image."""
 
     prompt: str
     image: torch.Tensor
+    plan: str | None = None
 
 
 @attrs.frozen
@@ -255,7 +257,13 @@ class Mammoth2Model(nn.Module):
         codes_iter = iter(self.visual_codes(torch.stack(to_encode)).cpu()) if to_encode else iter(())
         for i, s in enumerate(samples):
             if isinstance(s, TextToImageSample):
-                seqs.append(self.layout.generation(tok.encode(s.prompt), next(codes_iter)))
+                plan = None
+                if self.config.scene_plan:
+                    if s.plan is None:
+                        raise Mammoth2InputError(f"sample {i} ({s.prompt!r}) has no plan, but this model has "
+                                                 "scene_plan = true and learns to write one before each image")
+                    plan = tok.encode(s.plan)
+                seqs.append(self.layout.generation(tok.encode(s.prompt), next(codes_iter), plan))
             elif isinstance(s, EditSample):
                 source_codes, target_codes = next(codes_iter), next(codes_iter)
                 seqs.append(self.layout.edit(source_codes, tok.encode(s.instruction), target_codes))

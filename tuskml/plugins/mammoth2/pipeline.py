@@ -126,6 +126,7 @@ class GenerationResult:
     pixels: torch.Tensor  # Float[B, 3, H, W] in [-1, 1]
     visual_codes: torch.Tensor  # Long[B, h, w] sampled by the AR stage
     plan_pixels: torch.Tensor  # Float[B, 3, H, W]: the AR plan decoded by the VQ decoder (for inspection)
+    scene_plans: list[str] | None = None  # the scene each image was drawn from (``scene_plan`` models)
 
 
 class Mammoth2Pipeline:
@@ -391,8 +392,13 @@ class Mammoth2Pipeline:
     def generate(self, prompts: str | Sequence[str], *, seed: int = 0, steps: int = 20, guidance: float = 4.0,
                  ar_guidance: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, cfg_range: tuple[float, float] = (0.0, 1.0),
-                 shift: float | None = None, return_result: bool = False) -> list[Any] | GenerationResult:
+                 shift: float | None = None, plan_temperature: float = 0.0, max_plan_tokens: int = 64,
+                 return_result: bool = False) -> list[Any] | GenerationResult:
         """Text to image for one prompt or a batch of prompts; returns PIL images (one per prompt).
+
+        A ``scene_plan`` model first writes each prompt's scene as text (greedy unless
+        ``plan_temperature`` > 0, at most ``max_plan_tokens``), then samples the image tokens after it;
+        ``return_result`` gives the written plans as ``scene_plans``.
 
         ``ar_guidance`` is the CFG scale on the AR logits (reference: 7.0), ``guidance`` the DiT's;
         ``temperature=0`` samples the visual tokens greedily. ``cfg_range`` (in flow time, 0 = noise)
@@ -406,8 +412,15 @@ class Mammoth2Pipeline:
         model = self.model
         g = self._generator(seed)
         tok = model.text_tokenizer
-        batch = collate([model.layout.generation(tok.encode(p)) for p in prompts], model.special.pad,
-                        padding_side="left").to(self.device)
+        prompt_ids = [tok.encode(p) for p in prompts]
+        plans: list[list[int]] | None = None
+        if model.config.scene_plan:
+            check_sampling_args(plan_temperature, top_k, top_p)
+            with self._autocast():
+                plans = self._scene_plans(prompt_ids, max_tokens=max_plan_tokens, temperature=plan_temperature,
+                                          top_k=top_k, top_p=top_p, generator=g)
+        batch = collate([model.layout.generation(p, plan_ids=plans[i] if plans else None)
+                         for i, p in enumerate(prompt_ids)], model.special.pad, padding_side="left").to(self.device)
         rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
         no_text = dropped_mask(batch.roles, rows, ~rows)
         with self._autocast():
@@ -420,12 +433,45 @@ class Mammoth2Pipeline:
             pixels = self._render(conditions, [plan] * len(conditions), [guidance] if use_cfg else [],
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         images = to_pil(pixels)
-        return self._result(images, pixels, generated) if return_result else images
+        if not return_result:
+            return images
+        return self._result(images, pixels, generated, [tok.decode(p) for p in plans] if plans is not None else None)
 
-    def _result(self, images: list[Any], pixels: torch.Tensor, generated: torch.Tensor) -> GenerationResult:
+    def _result(self, images: list[Any], pixels: torch.Tensor, generated: torch.Tensor,
+                scene_plans: list[str] | None = None) -> GenerationResult:
         codes = self.model.layout.codes_from_generated(generated)
         plan = self.model.visual_tokenizer.decode(codes).float().clamp(-1, 1)
-        return GenerationResult(images, pixels, codes, plan)
+        return GenerationResult(images, pixels, codes, plan, scene_plans)
+
+    def _scene_plans(self, prompt_ids: list[list[int]], *, max_tokens: int, temperature: float, top_k: int | None,
+                     top_p: float | None, generator: torch.Generator) -> list[list[int]]:
+        """Each prompt's scene plan: text ids written after ``[bos] prompt`` up to the ``[image_start]``
+        that ends it (special tokens other than that one are never sampled)."""
+        if max_tokens < 1:
+            raise Mammoth2InputError(f"max_plan_tokens must be >= 1, got {max_tokens}")
+        model = self.model
+        batch = collate([model.layout.plan_prompt(p) for p in prompt_ids], model.special.pad,
+                        padding_side="left").to(self.device)
+        stop = model.special.image_start
+        banned = torch.tensor([i for i in attrs.astuple(model.special) if i != stop], device=self.device)
+        done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=self.device)
+
+        def choose(step: int, logits: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            text = logits[:, :model.layout.gen_vocab_start].clone()
+            text[:, banned] = float("-inf")
+            token = sample_next(text, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            token = torch.where(done, torch.full_like(token, stop), token)
+            done = done | (token == stop)
+            return token
+
+        written: list[torch.Tensor] = []
+        for token in self._decode_loop(batch, None, steps=max_tokens, guidance=1.0, choose=choose):
+            written.append(token)
+            if bool(done.all()):
+                break
+        rows = torch.stack(written, dim=1).tolist()
+        return [row[:row.index(stop)] if stop in row else row for row in rows]
 
     @torch.no_grad()
     def edit(self, image: Any, instruction: str | Sequence[str], *, seed: int = 0, steps: int = 20,

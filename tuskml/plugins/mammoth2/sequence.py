@@ -4,7 +4,9 @@ One sequence interleaves text ids, special ids and generation (visual) ids. A ge
 
     [image_start] (w gen tokens, [eol]) * h [eof] [image_end]
 
-A text-to-image training sample is ``[bos] prompt [image_start] rows [eof] [image_end] [eos]``; an
+A text-to-image training sample is ``[bos] prompt [image_start] rows [eof] [image_end] [eos]``; with
+a *scene plan* (``Mammoth2Config.scene_plan``) the AR first writes the scene it will draw as text,
+``[bos] prompt plan [image_start] rows ...``, and predicts the ``[image_start]`` that ends it; an
 edit puts the instruction, then the source image as its own discrete tokens, before the target; an
 understanding sample carries ``image_placeholder`` slots that the model fills with ViT features.
 
@@ -15,8 +17,8 @@ from the roles, so the layout lives in this one file:
   of the target image, answer text, the final ``[eos]``);
 * the aligner's ``text_mask`` (the prompt: every non-pad token before the target image) and
   ``visual_mask`` (the target's generation ids);
-* classifier-free guidance: the unconditional branch masks the user's text (``PROMPT_TEXT``) out of
-  attention, and for edits the source image's tokens as well (``SOURCE_IMAGE``).
+* classifier-free guidance: the unconditional branch masks the user's text (``PROMPT_TEXT``) and the
+  scene plan written from it (``PLAN``) out of attention, and for edits the source image's tokens as well (``SOURCE_IMAGE``).
 
 Generation ids are ``gen_vocab_start + code`` for a visual code in ``[0, codebook_size)``; this file
 never hard-codes a special id, it reads them from the text tokenizer's ``special`` dict.
@@ -48,12 +50,15 @@ class Role(enum.IntEnum):
     TARGET_VISUAL = 5  # generation ids of the target image
     TARGET_SPECIAL = 6  # eol / eof / image_end / eos of the target
     ANSWER = 7  # answer text of an understanding sample (and its eos)
+    PLAN = 8  # the AR's scene plan (text) before a target image, and the [image_start] that ends it
 
 
 #: roles the NTP loss predicts (position i is trained on token i+1 when role[i+1] is one of these)
-TARGET_ROLES = (Role.TARGET_VISUAL, Role.TARGET_SPECIAL, Role.ANSWER)
+TARGET_ROLES = (Role.TARGET_VISUAL, Role.TARGET_SPECIAL, Role.ANSWER, Role.PLAN)
 #: roles that form the prompt (the aligner's text condition)
-PROMPT_ROLES = (Role.PROMPT_SPECIAL, Role.PROMPT_TEXT, Role.SOURCE_IMAGE, Role.PLACEHOLDER)
+PROMPT_ROLES = (Role.PROMPT_SPECIAL, Role.PROMPT_TEXT, Role.SOURCE_IMAGE, Role.PLACEHOLDER, Role.PLAN)
+#: roles an unconditional (CFG) branch hides in every row it drops the text of
+TEXT_ROLES = (Role.PROMPT_TEXT, Role.PLAN)
 
 REQUIRED_SPECIALS = ("pad", "bos", "eos", "image_start", "image_end", "eol", "eof", "image_placeholder")
 
@@ -136,9 +141,9 @@ class TokenLayout:
 
     # --- whole samples: (ids, roles) -----------------------------------------------------------------
 
-    def _target_image(self, codes: torch.Tensor | None) -> tuple[list[int], list[Role]]:
+    def _target_image(self, codes: torch.Tensor | None, start_role: Role = Role.PROMPT_SPECIAL) -> tuple[list[int], list[Role]]:
         ids = [self.special.image_start]
-        roles = [Role.PROMPT_SPECIAL]  # the prompt ends with [image_start] at inference
+        roles = [start_role]  # the prompt ends with [image_start] at inference
         if codes is None:
             return ids, roles
         rows = self.image_rows(codes)
@@ -147,12 +152,21 @@ class TokenLayout:
         roles += [Role.TARGET_SPECIAL] * 3
         return ids, roles
 
-    def generation(self, prompt_ids: Sequence[int], codes: torch.Tensor | None = None) -> tuple[list[int], list[Role]]:
-        """Text to image; without ``codes`` only the prompt (ending in ``[image_start]``)."""
-        ids = [self.special.bos, *prompt_ids]
-        roles = [Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(prompt_ids)
-        tid, trole = self._target_image(codes)
+    def generation(self, prompt_ids: Sequence[int], codes: torch.Tensor | None = None,
+                   plan_ids: Sequence[int] | None = None) -> tuple[list[int], list[Role]]:
+        """Text to image; without ``codes`` only the prompt (ending in ``[image_start]``). With
+        ``plan_ids`` the scene plan follows the prompt, and it and its ``[image_start]`` are targets."""
+        ids, roles = self.plan_prompt(prompt_ids)
+        if plan_ids is None:
+            tid, trole = self._target_image(codes)
+        else:
+            ids, roles = ids + list(plan_ids), roles + [Role.PLAN] * len(plan_ids)
+            tid, trole = self._target_image(codes, Role.PLAN)
         return ids + tid, roles + trole
+
+    def plan_prompt(self, prompt_ids: Sequence[int]) -> tuple[list[int], list[Role]]:
+        """``[bos] prompt``: what a scene plan is written after."""
+        return [self.special.bos, *prompt_ids], [Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(prompt_ids)
 
     def edit(self, source_codes: torch.Tensor, instruction_ids: Sequence[int],
              codes: torch.Tensor | None = None) -> tuple[list[int], list[Role]]:
@@ -251,8 +265,8 @@ def visual_mask(roles: torch.Tensor) -> torch.Tensor:
 
 
 def dropped_mask(roles: torch.Tensor, drop_text: torch.Tensor, drop_source: torch.Tensor) -> torch.Tensor:
-    """Positions an unconditional branch hides: the user's text (per row ``drop_text``) and, per row
-    ``drop_source``, the source image of an edit. Both flags are Bool[B]."""
-    text = (roles == int(Role.PROMPT_TEXT)) & drop_text[:, None]
+    """Positions an unconditional branch hides: the user's text and a scene plan (per row
+    ``drop_text``) and, per row ``drop_source``, the source image of an edit. Both flags are Bool[B]."""
+    text = _isin(roles, TEXT_ROLES) & drop_text[:, None]
     source = (roles == int(Role.SOURCE_IMAGE)) & drop_source[:, None]
     return text | source

@@ -73,7 +73,7 @@ class ShapesSample:
         from tuskml.plugins.mammoth2.model import EditSample, TextToImageSample, UnderstandingSample
 
         if self.task == "t2i":
-            return TextToImageSample(self.text, to_tensor(self.image))
+            return TextToImageSample(self.text, to_tensor(self.image), plan=describe(self.scene))
         if self.task == "edit":
             assert self.source is not None
             return EditSample(to_tensor(self.source), self.text, to_tensor(self.image))
