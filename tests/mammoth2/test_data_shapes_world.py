@@ -129,3 +129,16 @@ def test_model_samples_are_tensors_in_range():
         img = m.image
         assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and -1 <= img.min() and img.max() <= 1
     assert seen == {TextToImageSample, EditSample, UnderstandingSample}
+
+
+def test_image_samples_carry_a_colourless_layout_plan_of_their_target():
+    scene = Scene((ShapeObject("square", "blue", 3), ShapeObject("circle", "red", 0)))
+    assert describe(scene, colours=False) == "a circle at top left and a square at bottom right"
+    for split in ("train", "heldout"):
+        ds = ShapesWorld(ShapesWorldConfig(split=split))
+        for task in ("t2i", "edit"):
+            for i in range(20):
+                s = ds.sample(i, task=task)
+                plan = s.to_model_sample().plan
+                assert plan == describe(s.scene, colours=False) and not set(plan.split()) & set(COLOURS)
+                assert all(p not in plan for p in ds.config.heldout_pairs)  # in either split

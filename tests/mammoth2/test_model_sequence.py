@@ -66,6 +66,13 @@ def test_scene_plan_follows_the_prompt_as_a_target_the_uncond_branch_hides():
     assert dropped_mask(batch.roles, yes, no)[0].nonzero().flatten().tolist() == [1, 2, 3, 4, 5, 6]
     assert ids[:-1] == lay.generation([50, 51], codes, plan_ids=[70, 71, 72])[0][:-1]
     assert lay.generation([50], plan_ids=[])[0] == [1, 50, 3]  # an empty plan: just its end
+    src = torch.zeros(2, 3, dtype=torch.long)
+    eids, eroles = lay.edit(src, [60], codes, plan_ids=[70, 71])
+    prompt_ids, prompt_roles = lay.edit_plan_prompt(src, [60])
+    assert eids[:len(prompt_ids)] == prompt_ids and eroles[:len(prompt_ids)] == prompt_roles
+    assert prompt_roles[-1] == Role.PROMPT_SPECIAL and eids[len(prompt_ids):len(prompt_ids) + 3] == [70, 71, 3]
+    assert eroles[len(prompt_ids):len(prompt_ids) + 3] == [Role.PLAN] * 3
+    assert eids[len(prompt_ids) + 3:] == lay.edit(src, [60], codes)[0][len(prompt_ids) + 1:]
 
 
 def test_edit_puts_the_source_right_before_the_target():

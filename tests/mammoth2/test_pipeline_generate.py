@@ -271,11 +271,19 @@ def test_scene_plan_model_writes_a_plan_then_draws_after_it():
     bias[model.special.image_start] = 1e4  # [image_start] certain: every plan is empty
     model.backbone.lm_head.bias = torch.nn.Parameter(bias)
     assert pipe.generate(["a red circle"], steps=1, return_result=True).scene_plans == [""]
+    source = torch.rand(3, 32, 32) * 2 - 1
+    assert pipe.edit([source], ["remove the red circle"], steps=1, return_result=True).scene_plans == [""]
     with pytest.raises(Mammoth2InputError, match="max_plan_tokens"):
         pipe.generate("a red circle", max_plan_tokens=0)
     from tuskml.plugins.mammoth2.model import TextToImageSample
     with pytest.raises(Mammoth2InputError, match="no plan.*scene_plan"):
         model.make_batch([TextToImageSample("a red circle", torch.zeros(3, 32, 32))])
-    batch = model.make_batch([TextToImageSample("a red circle", torch.zeros(3, 32, 32), plan="a red circle at top left")])
-    plan_ids = model.text_tokenizer.encode("a red circle at top left")
-    assert batch["input_ids"][0, 1 + 3:1 + 3 + len(plan_ids)].tolist() == plan_ids
+    from tuskml.plugins.mammoth2.model import EditSample
+    with pytest.raises(Mammoth2InputError, match="no plan.*scene_plan"):
+        model.make_batch([EditSample(source, "remove the red circle", torch.zeros(3, 32, 32))])
+    batch = model.make_batch([TextToImageSample("a red circle", torch.zeros(3, 32, 32), plan="a circle at top left"),
+                              EditSample(source, "remove the red circle", source, plan="a square at top left")])
+    for row, plan in enumerate(("a circle at top left", "a square at top left")):
+        plan_ids = torch.tensor(model.text_tokenizer.encode(plan))
+        roles = batch["roles"][row]
+        assert torch.equal(batch["input_ids"][row][roles == int(Role.PLAN)][:-1], plan_ids)  # then [image_start]

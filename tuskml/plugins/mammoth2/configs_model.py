@@ -71,9 +71,9 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the residual stream and the AR's capacity goes to the edited cell; the AR counterpart of
     # InstructPix2Pix's channel-concatenated source latent (an extension, not in the paper)
     source_hints: bool = False
-    # text to image: the AR first writes the scene it will draw as text (the data's scene description,
-    # e.g. "a red circle at top left and a blue square at bottom right"), then the image tokens after
-    # it. Counting, binding and relations are then decided in words, which the AR also learns from
+    # text to image and edits: the AR first writes the scene it will draw as text (the data's scene
+    # description, e.g. "a red circle at top left and a blue square at bottom right"; for an edit, the
+    # target's), then the image tokens after it. Counting, binding and relations are then decided in words, which the AR also learns from
     # captioning, and the image tokens only have to draw the written scene; the plan is part of the
     # aligner's text condition too (a layout-planning step like GoT / LayoutGPT; not in the paper)
     scene_plan: bool = False

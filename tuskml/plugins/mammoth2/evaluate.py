@@ -98,13 +98,18 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     samples = [t2i.sample(i, kind=cat) for cat in GENEVAL_CATEGORIES for i in range(n)]
     images: list[Any] = []
     plans: list[Any] = []  # the AR's plans through the VQ decoder: what the DiT was asked to render
+    scene_plans: list[str] = []  # what a scene_plan model wrote before each image
     for chunk_i, chunk in enumerate(_batches(samples, settings.batch_size)):
         result = pipe.generate([s.text for s in chunk], seed=settings.seed + chunk_i, steps=settings.steps,
                                guidance=settings.guidance, ar_guidance=settings.ar_guidance,
                                temperature=settings.temperature, top_k=settings.top_k, return_result=True)
         images += result.images
         plans += to_pil(result.plan_pixels)
+        scene_plans += result.scene_plans or []
     report["geneval"] = GenEvalMini().evaluate([s.prompt for s in samples], images)
+    if scene_plans:
+        report["geneval"]["scene_plan_examples"] = [
+            {"prompt": s.text, "written": w, "truth": s.layout_plan()} for s, w in list(zip(samples, scene_plans))[::n]]
     report["geneval_plan"] = GenEvalMini().evaluate([s.prompt for s in samples], plans)
     grids["geneval"] = {cat: [im for s, im in zip(samples, images) if s.kind == cat] for cat in GENEVAL_CATEGORIES}
 

@@ -68,6 +68,7 @@ class EditSample:
     source: torch.Tensor
     instruction: str
     image: torch.Tensor
+    plan: str | None = None  # the target's scene as text (see TextToImageSample)
 
 
 @attrs.frozen
@@ -256,17 +257,18 @@ class Mammoth2Model(nn.Module):
                      for im in ((s.source, s.image) if isinstance(s, EditSample) else (s.image,))]
         codes_iter = iter(self.visual_codes(torch.stack(to_encode)).cpu()) if to_encode else iter(())
         for i, s in enumerate(samples):
+            plan = None
+            if self.config.scene_plan and isinstance(s, (TextToImageSample, EditSample)):
+                if s.plan is None:
+                    text = s.prompt if isinstance(s, TextToImageSample) else s.instruction
+                    raise Mammoth2InputError(f"sample {i} ({text!r}) has no plan, but this model has "
+                                             "scene_plan = true and learns to write one before each image")
+                plan = tok.encode(s.plan)
             if isinstance(s, TextToImageSample):
-                plan = None
-                if self.config.scene_plan:
-                    if s.plan is None:
-                        raise Mammoth2InputError(f"sample {i} ({s.prompt!r}) has no plan, but this model has "
-                                                 "scene_plan = true and learns to write one before each image")
-                    plan = tok.encode(s.plan)
                 seqs.append(self.layout.generation(tok.encode(s.prompt), next(codes_iter), plan))
             elif isinstance(s, EditSample):
                 source_codes, target_codes = next(codes_iter), next(codes_iter)
-                seqs.append(self.layout.edit(source_codes, tok.encode(s.instruction), target_codes))
+                seqs.append(self.layout.edit(source_codes, tok.encode(s.instruction), target_codes, plan))
             elif isinstance(s, UnderstandingSample):
                 if self.vision_encoder is None:
                     raise Mammoth2InputError(f"sample {i} asks about an image, but this model has no vision_encoder")

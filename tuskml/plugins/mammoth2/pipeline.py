@@ -417,8 +417,8 @@ class Mammoth2Pipeline:
         if model.config.scene_plan:
             check_sampling_args(plan_temperature, top_k, top_p)
             with self._autocast():
-                plans = self._scene_plans(prompt_ids, max_tokens=max_plan_tokens, temperature=plan_temperature,
-                                          top_k=top_k, top_p=top_p, generator=g)
+                plans = self._scene_plans([model.layout.plan_prompt(p) for p in prompt_ids], max_tokens=max_plan_tokens,
+                                          temperature=plan_temperature, top_k=top_k, top_p=top_p, generator=g)
         batch = collate([model.layout.generation(p, plan_ids=plans[i] if plans else None)
                          for i, p in enumerate(prompt_ids)], model.special.pad, padding_side="left").to(self.device)
         rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
@@ -443,18 +443,18 @@ class Mammoth2Pipeline:
         plan = self.model.visual_tokenizer.decode(codes).float().clamp(-1, 1)
         return GenerationResult(images, pixels, codes, plan, scene_plans)
 
-    def _scene_plans(self, prompt_ids: list[list[int]], *, max_tokens: int, temperature: float, top_k: int | None,
-                     top_p: float | None, generator: torch.Generator) -> list[list[int]]:
-        """Each prompt's scene plan: text ids written after ``[bos] prompt`` up to the ``[image_start]``
-        that ends it (special tokens other than that one are never sampled)."""
+    def _scene_plans(self, prompts: list[tuple[list[int], list[Role]]], *, max_tokens: int, temperature: float,
+                     top_k: int | None, top_p: float | None, generator: torch.Generator) -> list[list[int]]:
+        """Each prompt's scene plan: text ids written after the prompt (``TokenLayout.plan_prompt`` /
+        ``edit_plan_prompt``) up to the ``[image_start]`` that ends it (special tokens other than that
+        one are never sampled)."""
         if max_tokens < 1:
             raise Mammoth2InputError(f"max_plan_tokens must be >= 1, got {max_tokens}")
         model = self.model
-        batch = collate([model.layout.plan_prompt(p) for p in prompt_ids], model.special.pad,
-                        padding_side="left").to(self.device)
+        batch = collate(prompts, model.special.pad, padding_side="left").to(self.device)
         stop = model.special.image_start
         banned = torch.tensor([i for i in attrs.astuple(model.special) if i != stop], device=self.device)
-        done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=self.device)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
 
         def choose(step: int, logits: torch.Tensor) -> torch.Tensor:
             nonlocal done
@@ -478,7 +478,7 @@ class Mammoth2Pipeline:
              text_guidance: float = 4.0, image_guidance: float = 1.5, ar_guidance: float = 1.0,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              cfg_range: tuple[float, float] = (0.0, 1.0), shift: float | None = None,
-             return_result: bool = False) -> Any:
+             plan_temperature: float = 0.0, max_plan_tokens: int = 64, return_result: bool = False) -> Any:
         """Edit an image (or a list) by an instruction: the source enters the prompt as discrete tokens
         and the DiT as a reference latent; the DiT uses dual guidance (``image_guidance`` toward the
         source, ``text_guidance`` toward the instruction). Returns a PIL image (a list for lists), or
@@ -496,9 +496,18 @@ class Mammoth2Pipeline:
         src = torch.stack([image_tensor(im, size) for im in images]).to(self.device)
         codes = model.visual_codes(src).cpu()
         tok = model.text_tokenizer
-        batch = collate([model.layout.edit(c, tok.encode(ins)) for c, ins in zip(codes, instructions)],
-                        model.special.pad, padding_side="left").to(self.device)
+        instruction_ids = [tok.encode(ins) for ins in instructions]
         g = self._generator(seed)
+        plans: list[list[int]] | None = None
+        if model.config.scene_plan:  # the target's scene, written after the instruction and the source
+            check_sampling_args(plan_temperature, top_k, top_p)
+            with self._autocast():
+                plans = self._scene_plans([model.layout.edit_plan_prompt(c, i) for c, i in zip(codes, instruction_ids)],
+                                          max_tokens=max_plan_tokens, temperature=plan_temperature, top_k=top_k,
+                                          top_p=top_p, generator=g)
+        batch = collate([model.layout.edit(c, i, plan_ids=plans[k] if plans else None)
+                         for k, (c, i) in enumerate(zip(codes, instruction_ids))],
+                        model.special.pad, padding_side="left").to(self.device)
         rows = torch.ones(len(images), dtype=torch.bool, device=self.device)
         no_text = dropped_mask(batch.roles, rows, ~rows)
         no_text_no_source = dropped_mask(batch.roles, rows, rows)
@@ -512,7 +521,7 @@ class Mammoth2Pipeline:
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         out = to_pil(pixels)
         if return_result:
-            return self._result(out, pixels, generated)
+            return self._result(out, pixels, generated, [tok.decode(p) for p in plans] if plans is not None else None)
         return out[0] if single else out
 
     @torch.no_grad()

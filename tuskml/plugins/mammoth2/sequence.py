@@ -169,8 +169,9 @@ class TokenLayout:
         return [self.special.bos, *prompt_ids], [Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(prompt_ids)
 
     def edit(self, source_codes: torch.Tensor, instruction_ids: Sequence[int],
-             codes: torch.Tensor | None = None) -> tuple[list[int], list[Role]]:
-        """The instruction, then the source image as discrete tokens, then the target image.
+             codes: torch.Tensor | None = None, plan_ids: Sequence[int] | None = None) -> tuple[list[int], list[Role]]:
+        """The instruction, then the source image as discrete tokens, then (``plan_ids``) the target's
+        scene plan, then the target image.
 
         The source comes right before the target, so every target token sits a fixed distance
         (one image block) after the source token it usually copies, whatever the instruction's
@@ -178,12 +179,21 @@ class TokenLayout:
         (4 min of edit-only training, greedy plans), source-then-instruction copied 0.28 of the
         held-out unedited codes and this order 0.55.
         """
+        ids, roles = self.edit_plan_prompt(source_codes, instruction_ids)
+        if plan_ids is None:
+            tid, trole = self._target_image(codes)
+        else:
+            ids, roles = ids + list(plan_ids), roles + [Role.PLAN] * len(plan_ids)
+            tid, trole = self._target_image(codes, Role.PLAN)
+        return ids + tid, roles + trole
+
+    def edit_plan_prompt(self, source_codes: torch.Tensor, instruction_ids: Sequence[int]) -> tuple[list[int], list[Role]]:
+        """``[bos] instruction [source image]``: what an edit's scene plan is written after."""
         src = [self.special.image_start, *self.image_rows(source_codes), self.special.eof, self.special.image_end]
         ids = [self.special.bos, *instruction_ids, *src]
         roles = ([Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(instruction_ids) + [Role.PROMPT_SPECIAL]
                  + [Role.SOURCE_IMAGE] * (len(src) - 2) + [Role.PROMPT_SPECIAL])
-        tid, trole = self._target_image(codes)
-        return ids + tid, roles + trole
+        return ids, roles
 
     def understanding(self, question_ids: Sequence[int],
                       answer_ids: Sequence[int] | None = None) -> tuple[list[int], list[Role]]:

@@ -95,10 +95,11 @@ def plural(shape: str, n: int) -> str:
     return shape if n == 1 else shape + "s"
 
 
-def describe(scene: Scene) -> str:
+def describe(scene: Scene, *, colours: bool = True) -> str:
     """The canonical caption: objects in reading order, e.g. ``a red circle at top left and a blue
-    square at bottom right``; ``nothing`` for an empty scene."""
-    parts = [f"a {o.name} at {CELLS[o.cell]}" for o in scene.objects]
+    square at bottom right``; ``nothing`` for an empty scene. ``colours=False`` leaves the colours
+    out (``a circle at top left and a square at bottom right``): the layout alone."""
+    parts = [f"a {o.name if colours else o.shape} at {CELLS[o.cell]}" for o in scene.objects]
     if not parts:
         return "nothing"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
