@@ -71,11 +71,12 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the residual stream and the AR's capacity goes to the edited cell; the AR counterpart of
     # InstructPix2Pix's channel-concatenated source latent (an extension, not in the paper)
     source_hints: bool = False
-    # text to image and edits: the AR first writes the scene it will draw as text (the data's scene
-    # description, e.g. "a red circle at top left and a blue square at bottom right"; for an edit, the
-    # target's), then the image tokens after it. Counting, binding and relations are then decided in words, which the AR also learns from
-    # captioning, and the image tokens only have to draw the written scene; the plan is part of the
-    # aligner's text condition too (a layout-planning step like GoT / LayoutGPT; not in the paper)
+    # text to image and edits: the AR first writes the scene it will draw as text (the sample's
+    # ``plan``; the shapes world's is the target's layout, e.g. "a circle at top left and a square at
+    # bottom right"), then the image tokens after it. Counting, number and place of objects are then
+    # decided in words, which the AR also practises when it captions, and the image tokens only draw
+    # the written scene. The plan joins the aligner's text condition too (a layout-planning step like
+    # GoT / LayoutGPT; not in the paper)
     scene_plan: bool = False
     # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
     # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the

@@ -415,10 +415,8 @@ class Mammoth2Pipeline:
         prompt_ids = [tok.encode(p) for p in prompts]
         plans: list[list[int]] | None = None
         if model.config.scene_plan:
-            check_sampling_args(plan_temperature, top_k, top_p)
-            with self._autocast():
-                plans = self._scene_plans([model.layout.plan_prompt(p) for p in prompt_ids], max_tokens=max_plan_tokens,
-                                          temperature=plan_temperature, top_k=top_k, top_p=top_p, generator=g)
+            plans = self._scene_plans([model.layout.plan_prompt(p) for p in prompt_ids], max_tokens=max_plan_tokens,
+                                      temperature=plan_temperature, top_k=top_k, top_p=top_p, generator=g)
         batch = collate([model.layout.generation(p, plan_ids=plans[i] if plans else None)
                          for i, p in enumerate(prompt_ids)], model.special.pad, padding_side="left").to(self.device)
         rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
@@ -433,15 +431,15 @@ class Mammoth2Pipeline:
             pixels = self._render(conditions, [plan] * len(conditions), [guidance] if use_cfg else [],
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         images = to_pil(pixels)
-        if not return_result:
-            return images
-        return self._result(images, pixels, generated, [tok.decode(p) for p in plans] if plans is not None else None)
+        return self._result(images, pixels, generated, plans) if return_result else images
 
     def _result(self, images: list[Any], pixels: torch.Tensor, generated: torch.Tensor,
-                scene_plans: list[str] | None = None) -> GenerationResult:
-        codes = self.model.layout.codes_from_generated(generated)
-        plan = self.model.visual_tokenizer.decode(codes).float().clamp(-1, 1)
-        return GenerationResult(images, pixels, codes, plan, scene_plans)
+                plans: list[list[int]] | None) -> GenerationResult:
+        model = self.model
+        codes = model.layout.codes_from_generated(generated)
+        plan_pixels = model.visual_tokenizer.decode(codes).float().clamp(-1, 1)
+        scene_plans = [model.text_tokenizer.decode(p) for p in plans] if plans is not None else None
+        return GenerationResult(images, pixels, codes, plan_pixels, scene_plans)
 
     def _scene_plans(self, prompts: list[tuple[list[int], list[Role]]], *, max_tokens: int, temperature: float,
                      top_k: int | None, top_p: float | None, generator: torch.Generator) -> list[list[int]]:
@@ -450,6 +448,7 @@ class Mammoth2Pipeline:
         one are never sampled)."""
         if max_tokens < 1:
             raise Mammoth2InputError(f"max_plan_tokens must be >= 1, got {max_tokens}")
+        check_sampling_args(temperature, top_k, top_p)
         model = self.model
         batch = collate(prompts, model.special.pad, padding_side="left").to(self.device)
         stop = model.special.image_start
@@ -466,10 +465,11 @@ class Mammoth2Pipeline:
             return token
 
         written: list[torch.Tensor] = []
-        for token in self._decode_loop(batch, None, steps=max_tokens, guidance=1.0, choose=choose):
-            written.append(token)
-            if bool(done.all()):
-                break
+        with self._autocast():
+            for token in self._decode_loop(batch, None, steps=max_tokens, guidance=1.0, choose=choose):
+                written.append(token)
+                if bool(done.all()):
+                    break
         rows = torch.stack(written, dim=1).tolist()
         return [row[:row.index(stop)] if stop in row else row for row in rows]
 
@@ -500,11 +500,9 @@ class Mammoth2Pipeline:
         g = self._generator(seed)
         plans: list[list[int]] | None = None
         if model.config.scene_plan:  # the target's scene, written after the instruction and the source
-            check_sampling_args(plan_temperature, top_k, top_p)
-            with self._autocast():
-                plans = self._scene_plans([model.layout.edit_plan_prompt(c, i) for c, i in zip(codes, instruction_ids)],
-                                          max_tokens=max_plan_tokens, temperature=plan_temperature, top_k=top_k,
-                                          top_p=top_p, generator=g)
+            plans = self._scene_plans([model.layout.edit_plan_prompt(c, i) for c, i in zip(codes, instruction_ids)],
+                                      max_tokens=max_plan_tokens, temperature=plan_temperature, top_k=top_k,
+                                      top_p=top_p, generator=g)
         batch = collate([model.layout.edit(c, i, plan_ids=plans[k] if plans else None)
                          for k, (c, i) in enumerate(zip(codes, instruction_ids))],
                         model.special.pad, padding_side="left").to(self.device)
@@ -521,7 +519,7 @@ class Mammoth2Pipeline:
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         out = to_pil(pixels)
         if return_result:
-            return self._result(out, pixels, generated, [tok.decode(p) for p in plans] if plans is not None else None)
+            return self._result(out, pixels, generated, plans)
         return out[0] if single else out
 
     @torch.no_grad()

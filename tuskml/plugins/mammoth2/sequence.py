@@ -18,7 +18,8 @@ from the roles, so the layout lives in this one file:
 * the aligner's ``text_mask`` (the prompt: every non-pad token before the target image) and
   ``visual_mask`` (the target's generation ids);
 * classifier-free guidance: the unconditional branch masks the user's text (``PROMPT_TEXT``) and the
-  scene plan written from it (``PLAN``) out of attention, and for edits the source image's tokens as well (``SOURCE_IMAGE``).
+  scene plan written from it (``PLAN``) out of attention, and for edits the source image's tokens as
+  well (``SOURCE_IMAGE``).
 
 Generation ids are ``gen_vocab_start + code`` for a visual code in ``[0, codebook_size)``; this file
 never hard-codes a special id, it reads them from the text tokenizer's ``special`` dict.
@@ -141,7 +142,8 @@ class TokenLayout:
 
     # --- whole samples: (ids, roles) -----------------------------------------------------------------
 
-    def _target_image(self, codes: torch.Tensor | None, start_role: Role = Role.PROMPT_SPECIAL) -> tuple[list[int], list[Role]]:
+    def _target_image(self, codes: torch.Tensor | None,
+                      start_role: Role = Role.PROMPT_SPECIAL) -> tuple[list[int], list[Role]]:
         ids = [self.special.image_start]
         roles = [start_role]  # the prompt ends with [image_start] at inference
         if codes is None:
@@ -156,7 +158,11 @@ class TokenLayout:
                    plan_ids: Sequence[int] | None = None) -> tuple[list[int], list[Role]]:
         """Text to image; without ``codes`` only the prompt (ending in ``[image_start]``). With
         ``plan_ids`` the scene plan follows the prompt, and it and its ``[image_start]`` are targets."""
-        ids, roles = self.plan_prompt(prompt_ids)
+        return self._plan_and_target(*self.plan_prompt(prompt_ids), codes, plan_ids)
+
+    def _plan_and_target(self, ids: list[int], roles: list[Role], codes: torch.Tensor | None,
+                         plan_ids: Sequence[int] | None) -> tuple[list[int], list[Role]]:
+        """``ids`` / ``roles`` of a prompt, then the scene plan (if any), then the target image."""
         if plan_ids is None:
             tid, trole = self._target_image(codes)
         else:
@@ -179,13 +185,7 @@ class TokenLayout:
         (4 min of edit-only training, greedy plans), source-then-instruction copied 0.28 of the
         held-out unedited codes and this order 0.55.
         """
-        ids, roles = self.edit_plan_prompt(source_codes, instruction_ids)
-        if plan_ids is None:
-            tid, trole = self._target_image(codes)
-        else:
-            ids, roles = ids + list(plan_ids), roles + [Role.PLAN] * len(plan_ids)
-            tid, trole = self._target_image(codes, Role.PLAN)
-        return ids + tid, roles + trole
+        return self._plan_and_target(*self.edit_plan_prompt(source_codes, instruction_ids), codes, plan_ids)
 
     def edit_plan_prompt(self, source_codes: torch.Tensor, instruction_ids: Sequence[int]) -> tuple[list[int], list[Role]]:
         """``[bos] instruction [source image]``: what an edit's scene plan is written after."""
