@@ -47,8 +47,10 @@ def make_step(scenario: str, preset: str, device: str, batch_size: int):
     size = model.config.image_size
     g = torch.Generator().manual_seed(0)
     images = torch.rand(batch_size + 1, 3, size, size, generator=g) * 2 - 1
-    samples = [TextToImageSample(f"prompt number {i} with some words", images[i]) for i in range(batch_size - 1)]
-    samples.append(EditSample(images[-1], "make it brighter", images[0]))
+    plan = "a circle at top left and a square at bottom right"  # used by scene_plan models
+    samples = [TextToImageSample(f"prompt number {i} with some words", images[i], plan=plan)
+               for i in range(batch_size - 1)]
+    samples.append(EditSample(images[-1], "make it brighter", images[0], plan=plan))
     if model.vision_encoder is not None:
         samples.append(UnderstandingSample(images[1], "what is in the picture?", "shapes and colours"))
     batch = model.make_batch(samples)

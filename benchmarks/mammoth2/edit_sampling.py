@@ -5,7 +5,7 @@
 For each setting (temperature, AR guidance) the AR plans every edit, the plan is decoded by the VQ
 (no DiT: ``steps=1`` and only ``plan_pixels`` are scored) and scored by ``EditScore``: success per edit
 kind and preservation. The baseline is the sampling that text-to-image uses (temperature 1, top_k 8,
-AR guidance 3), measured in the same run. Writes benchmarks/results/mammoth2_edit_sampling.{json,md}.
+AR guidance 3), measured in the same run. Writes benchmarks/results/<--name>.{json,md}.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=16)
     parser.add_argument("--split", choices=("heldout", "train"), default="heldout")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="mammoth2_edit_sampling", help="results file name")
     args = parser.parse_args()
 
     import attrs
@@ -68,13 +69,13 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"run": str(run), "split": args.split, "per_kind": args.per_kind, "rows": rows}
-    (RESULTS / "mammoth2_edit_sampling.json").write_text(json.dumps(out, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2))
     lines = [
         "# mammoth2 edit plans by AR sampling setting",
         "",
         f"Run `{run}`, {args.split} split, {args.per_kind} edits per kind; plans decoded by the VQ alone (no DiT).",
         f"Command: `.venv/bin/python benchmarks/mammoth2/edit_sampling.py {run} --per-kind {args.per_kind}"
-        f" --split {args.split}`.",
+        f" --split {args.split} --name {args.name}`.",
         "",
         "| setting | temperature | AR guidance | success | recolour | remove | add | replace | preservation |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -84,7 +85,7 @@ def main() -> None:
         lines.append(f"| {r['setting']} | {r['temperature']} | {r['ar_guidance']} | **{s['overall']:.3f}** | "
                      f"{s['recolour']:.2f} | {s['remove']:.2f} | {s['add']:.2f} | {s['replace']:.2f} | "
                      f"{r['preservation']:.3f} |")
-    (RESULTS / "mammoth2_edit_sampling.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

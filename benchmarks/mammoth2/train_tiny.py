@@ -30,7 +30,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     und = report["understanding"]["accuracy"]
     return {
         "geneval.overall": report["geneval"]["overall"],
-        **{f"geneval.{c}": report["geneval"][c] for c in report["geneval"] if c not in ("overall", "n")},
+        **{f"geneval.{c}": v for c, v in report["geneval"].items() if c != "overall" and isinstance(v, float)},
         **({"geneval_plan.overall": report["geneval_plan"]["overall"]} if "geneval_plan" in report else {}),
         "edit.success": report["edit"]["success"]["overall"],
         "edit.preservation": report["edit"]["preservation"]["overall"],
@@ -98,7 +98,7 @@ def main() -> None:
         summary["total_steps"] = summary.get("total_steps", config.tokenizer.steps + config.joint_steps)
         wall = summary.get("train_seconds", float("nan"))
         load_before, load_after = old.get("machine", {}).get("loadavg_before"), old.get("machine", {}).get("loadavg_after")
-        untrained_head = old.get("untrained")
+        untrained_head = {k: v for k, v in old.get("untrained", {}).items() if isinstance(v, float)}
     else:
         shutil.rmtree(run, ignore_errors=True)
         load_before = os.getloadavg()
@@ -119,6 +119,7 @@ def main() -> None:
         "stopped_early": summary["stopped_early"], "peak_memory_mb": summary["peak_memory_mb"],
         **joint_throughput(run),
         "trained": headline(trained), "untrained": untrained_head or {},
+        "scene_plan_examples": trained["geneval"].get("scene_plan_examples", []),
         "ground_truth_geneval_overall": ground_truth_geneval(config.data, args.per_category),
         "eval_split": settings.split, "per_category": args.per_category,
         "targets": {"geneval.overall": 0.75, "edit.success": 0.70, "understanding.accuracy": 0.90},
@@ -143,6 +144,10 @@ def main() -> None:
           f"Held-out split, {args.per_category} samples per category/kind. Ground-truth renders score "
           f"{result['ground_truth_geneval_overall']:.3f} on GenEvalMini.",
           "", *rows, ""]
+    if result["scene_plan_examples"]:
+        md += ["Scene plans the trained model wrote (first prompt of each category) and the layout of the ground-truth image:",
+               "", "| prompt | written plan | ground-truth layout |", "|---|---|---|",
+               *[f"| {e['prompt']} | {e['written']} | {e['truth']} |" for e in result["scene_plan_examples"]], ""]
     (RESULTS / f"{args.name}.md").write_text("\n".join(md))
     print("\n".join(md))
 

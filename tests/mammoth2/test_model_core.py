@@ -16,6 +16,8 @@ from tuskml.plugins.mammoth2.model import (
 from tuskml.plugins.mammoth2.pipeline import load_preset, preset_names
 from tuskml.testing import check_component
 
+PLAN = "a circle at top left"  # a scene plan for the tiny preset's scene_plan = true
+
 
 @pytest.fixture(scope="module")
 def tiny() -> Mammoth2Model:
@@ -105,7 +107,7 @@ def test_fm_gradients_reach_backbone_and_generation_experts():
     model = Mammoth2Model(load_preset("tiny", prompt_dropout=0.0, source_dropout=0.0))
     g = torch.Generator().manual_seed(0)
     img = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
-    batch = model.make_batch([TextToImageSample("red", img[0]), EditSample(img[0], "blue", img[1])])
+    batch = model.make_batch([TextToImageSample("red", img[0], plan=PLAN), EditSample(img[0], "blue", img[1], plan=PLAN)])
     # the DiT starts with zero-initialised output/gates (adaLN-zero), which blocks every upstream
     # gradient at step 0; give those weights small values, as after a few training steps
     with torch.no_grad():
@@ -135,7 +137,7 @@ def test_a_few_training_steps_reduce_the_loss():
     model = Mammoth2Model(load_preset("tiny"))
     g = torch.Generator().manual_seed(0)
     img = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
-    batch = model.make_batch([TextToImageSample("red", img[0]), TextToImageSample("blue", img[1]),
+    batch = model.make_batch([TextToImageSample("red", img[0], plan=PLAN), TextToImageSample("blue", img[1], plan=PLAN),
                               UnderstandingSample(img[0], "color?", "red")])
 
     def eval_loss() -> float:
@@ -162,7 +164,7 @@ def test_small_preset_builds_consistently_and_runs_a_forward():
     model = Mammoth2Model(load_preset("small")).eval()
     assert model.layout.grid == (16, 16) and model.latent_size == 64
     assert model.config.aligner.out_dim == model.decoder.cond_dim == 384
-    batch = model.make_batch([TextToImageSample("a cat", torch.zeros(3, 128, 128))])
+    batch = model.make_batch([TextToImageSample("a cat", torch.zeros(3, 128, 128), plan=PLAN)])
     with torch.no_grad():
         out = model(**batch)
     assert torch.isfinite(out.loss) and out.fm_loss > 0
@@ -185,7 +187,7 @@ def test_plan_reference_gives_the_dit_the_decoded_target_codes(monkeypatch):
     model = Mammoth2Model(load_preset("tiny", plan_reference=True, prompt_dropout=0.0, source_dropout=0.0))
     g = torch.Generator().manual_seed(0)
     img = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
-    batch = model.make_batch([TextToImageSample("a red circle", img[0]), EditSample(img[1], "make it blue", img[2])])
+    batch = model.make_batch([TextToImageSample("a red circle", img[0], plan=PLAN), EditSample(img[1], "make it blue", img[2], plan=PLAN)])
     seen = []
     decoder_forward = model.decoder.forward
 
@@ -210,7 +212,7 @@ def test_fm_max_rows_limits_the_dit_rows_but_not_the_ar_rows(monkeypatch):
     full.load_state_dict(model.state_dict())
     g = torch.Generator().manual_seed(0)
     img = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
-    batch = model.make_batch([TextToImageSample("a red circle", img[0]), TextToImageSample("a square", img[1])])
+    batch = model.make_batch([TextToImageSample("a red circle", img[0], plan=PLAN), TextToImageSample("a square", img[1], plan=PLAN)])
     rows = []
     decoder_forward = model.decoder.forward
 
@@ -229,7 +231,7 @@ def test_fm_max_rows_limits_the_dit_rows_but_not_the_ar_rows(monkeypatch):
 def test_plan_noise_swaps_plan_codes_in_training_only(monkeypatch):
     model = Mammoth2Model(load_preset("tiny", plan_reference=True, plan_noise=0.5, prompt_dropout=0.0))
     img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    batch = model.make_batch([TextToImageSample("a red circle", img[0]), TextToImageSample("a square", img[1])])
+    batch = model.make_batch([TextToImageSample("a red circle", img[0], plan=PLAN), TextToImageSample("a square", img[1], plan=PLAN)])
     planned = []
     plan_latents = model.plan_latents
 

@@ -302,8 +302,8 @@ class Mammoth2Model(nn.Module):
         def image() -> torch.Tensor:
             return torch.rand(3, size, size, generator=g) * 2 - 1
 
-        samples: list[Sample] = [TextToImageSample("a red square", image()),
-                                 EditSample(image(), "make it blue", image())]
+        samples: list[Sample] = [TextToImageSample("a red square", image(), plan="a square at top left"),
+                                 EditSample(image(), "make it blue", image(), plan="a square at top left")]
         if self.vision_encoder is not None:
             samples.append(UnderstandingSample(image(), "how many circles?", "two"))
         return self.make_batch(samples)
