@@ -28,11 +28,12 @@ from tuskml.plugins.demo.timing import PhaseClock, Watch
 
 #: (quick, full) budgets. Targets on 2 cores: quick under 2 minutes, full under 10 (measured by
 #: benchmarks/demo/bench_demo.py, results in benchmarks/results/demo_timing.md). A joint step of the
-#: tiny preset carries 144 samples (task_batch 32/16/96) and takes ~0.85 s on one thread, against
-#: ~0.6 s for the 16 mixed samples the full budget's 230 steps were timed with; 160 steps keep its time.
+#: tiny preset carries 144 samples (task_batch 32/16/96); with scene plans it took ~1.9 s on one
+#: thread on 2026-12-06 (when tinyformer's unchanged phases also ran 35% slower than that morning),
+#: and 160 / 24 joint steps ran 615 / 125 s, over target, so the joint stages were cut to 120 / 16.
 MAMMOTH2_BUDGET = {
-    "quick": {"tokenizer_steps": 16, "stages": (4, 20), "per_category": 1, "sample_steps": 4},
-    "full": {"tokenizer_steps": 80, "stages": (20, 140), "per_category": 4, "sample_steps": 20},
+    "quick": {"tokenizer_steps": 16, "stages": (4, 12), "per_category": 1, "sample_steps": 4},
+    "full": {"tokenizer_steps": 80, "stages": (20, 100), "per_category": 4, "sample_steps": 20},
 }
 # SuperNAS picks the space whose fitting subnets have the most FLOPs; under the STM32F746's 1 MB /
 # 320 KB every subnet fits, so it always picks the largest resolution offered, and the supernet
