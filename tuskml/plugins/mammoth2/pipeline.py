@@ -488,7 +488,7 @@ class Mammoth2Pipeline:
         and sampling (or CFG against the instruction-less branch, which pushes every token away from
         plain copying) breaks objects the instruction does not name. On a tiny-preset run, held-out
         edit plans succeeded 0.42 greedy / guidance 1 against 0.06 at temperature 1, top_k 8,
-        guidance 3 (``benchmarks/results/mammoth2_edit_sampling.md``)."""
+        guidance 3 (``benchmarks/results/mammoth2_edit_sampling_previous_run.md``)."""
         check_sampling_args(temperature, top_k, top_p)
         single, images, instructions = _image_text_pairs(image, instruction, "edit", "instructions")
         model = self.model
