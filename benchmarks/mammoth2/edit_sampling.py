@@ -14,6 +14,8 @@ import argparse
 import json
 import pathlib
 
+from plan_probe import edit_plans, edit_score  # benchmarks/mammoth2/, on sys.path when run as a script
+
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 #: (name, temperature, AR guidance); top_k 8 throughout (it does not matter when greedy)
 SETTINGS = [
@@ -42,8 +44,6 @@ def main() -> None:
     from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS
     from tuskml.plugins.mammoth2.configs_train import TrainConfig
     from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
-    from tuskml.plugins.mammoth2.geneval_mini import EditScore
-    from tuskml.plugins.mammoth2.pipeline import to_pil
     from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
     from tuskml.plugins.mammoth2.train import CONFIG_FILE
 
@@ -55,16 +55,9 @@ def main() -> None:
     samples = [ds.sample(i, kind=k) for k in EDIT_KINDS for i in range(args.per_kind)]
     rows = []
     for name, temperature, guidance in SETTINGS:
-        plans = []
-        for start in range(0, len(samples), 16):
-            chunk = samples[start:start + 16]
-            result = pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=start, steps=1,
-                               temperature=temperature, ar_guidance=guidance, top_k=8, return_result=True)
-            plans += to_pil(result.plan_pixels)
-        score = EditScore().evaluate([s.kind for s in samples], plans, [s.source for s in samples],
-                                     [s.scene for s in samples], [s.edit_region for s in samples])
+        plans = edit_plans(pipe, samples, temperature=temperature, ar_guidance=guidance, top_k=8)
         rows.append({"setting": name, "temperature": temperature, "ar_guidance": guidance,
-                     "success": score["success"], "preservation": score["preservation"]["overall"]})
+                     **edit_score(samples, plans)})
         print(name, json.dumps(rows[-1]["success"]), round(rows[-1]["preservation"], 3), flush=True)
 
     RESULTS.mkdir(parents=True, exist_ok=True)

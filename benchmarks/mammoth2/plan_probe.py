@@ -40,13 +40,36 @@ VARIANTS = {
 }
 
 
+def edit_plans(pipe: Any, samples: list[Any], seed: int = 0, **edit_kwargs: Any) -> list[Any]:
+    """The AR's edit plans of shapes-world ``samples``, decoded by the VQ alone (PIL, no DiT steps);
+    ``edit_kwargs`` (sampling settings) go to ``pipe.edit``, whose defaults apply otherwise."""
+    from tuskml.plugins.mammoth2.pipeline import to_pil
+
+    plans: list[Any] = []
+    for start in range(0, len(samples), 16):
+        chunk = samples[start:start + 16]
+        result = pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=seed + start, steps=1,
+                           return_result=True, **edit_kwargs)
+        plans += to_pil(result.plan_pixels)
+    return plans
+
+
+def edit_score(samples: list[Any], images: list[Any]) -> dict[str, Any]:
+    """Edit success per kind and overall preservation of ``images`` as edits of ``samples``."""
+    from tuskml.plugins.mammoth2.geneval_mini import EditScore
+
+    score = EditScore().evaluate([s.kind for s in samples], images, [s.source for s in samples],
+                                 [s.scene for s in samples], [s.edit_region for s in samples])
+    return {"success": score["success"], "preservation": score["preservation"]["overall"]}
+
+
 def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int = 0) -> dict[str, Any]:
     """GenEvalMini (t2i) or edit scores of VQ-decoded plans on ``n`` samples per category/kind, or
     understanding accuracy per question kind."""
     import torch
 
     from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS, GENEVAL_CATEGORIES
-    from tuskml.plugins.mammoth2.geneval_mini import EditScore, GenEvalMini
+    from tuskml.plugins.mammoth2.geneval_mini import GenEvalMini
     from tuskml.plugins.mammoth2.pipeline import to_pil
     from tuskml.plugins.mammoth2.shapes_world import ShapesWorld, to_tensor
 
@@ -67,24 +90,19 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
     with torch.no_grad():
         truth = torch.stack([to_tensor(s.image) for s in samples])
         roundtrip = to_pil(vq.decode(vq.encode(truth)).float().clamp(-1, 1))
-        plans: list[Any] = []
-        for start in range(0, len(samples), 16):
-            chunk = samples[start:start + 16]
-            if task == "t2i":
-                result = pipe.generate([s.text for s in chunk], seed=seed + start, steps=1, ar_guidance=3.0,
-                                       top_k=8, return_result=True)
+        if task == "t2i":
+            plans: list[Any] = []
+            for start in range(0, len(samples), 16):
+                result = pipe.generate([s.text for s in samples[start:start + 16]], seed=seed + start, steps=1,
+                                       ar_guidance=3.0, top_k=8, return_result=True)
                 plans += to_pil(result.plan_pixels)
-            else:
-                result = pipe.edit([s.source for s in chunk], [s.text for s in chunk], seed=seed + start, steps=1,
-                                   return_result=True)  # the pipeline's edit defaults: greedy, AR guidance 1
-                plans += to_pil(result.plan_pixels)
+        else:
+            plans = edit_plans(pipe, samples, seed)  # the pipeline's edit defaults: greedy, AR guidance 1
     for name, images in (("roundtrip", roundtrip), ("plan", plans)):
         if task == "t2i":
             out[name] = GenEvalMini().evaluate([s.prompt for s in samples], images)
         else:
-            score = EditScore().evaluate([s.kind for s in samples], images, [s.source for s in samples],
-                                         [s.scene for s in samples], [s.edit_region for s in samples])
-            out[name] = {"success": score["success"], "preservation": score["preservation"]["overall"]}
+            out[name] = edit_score(samples, images)
     return out
 
 
