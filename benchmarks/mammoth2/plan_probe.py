@@ -54,6 +54,19 @@ def edit_plans(pipe: Any, samples: list[Any], seed: int = 0, **edit_kwargs: Any)
     return plans
 
 
+def t2i_plans(pipe: Any, samples: list[Any], seed: int = 0, **generate_kwargs: Any) -> list[Any]:
+    """The AR's text-to-image plans of shapes-world ``samples``, decoded by the VQ alone (PIL, no DiT
+    steps); ``generate_kwargs`` are the sampling settings of ``pipe.generate``."""
+    from tuskml.plugins.mammoth2.pipeline import to_pil
+
+    plans: list[Any] = []
+    for start in range(0, len(samples), 16):
+        result = pipe.generate([s.text for s in samples[start:start + 16]], seed=seed + start, steps=1,
+                               return_result=True, **generate_kwargs)
+        plans += to_pil(result.plan_pixels)
+    return plans
+
+
 def edit_score(samples: list[Any], images: list[Any]) -> dict[str, Any]:
     """Edit success per kind and overall preservation of ``images`` as edits of ``samples``."""
     from tuskml.plugins.mammoth2.geneval_mini import EditScore
@@ -91,11 +104,7 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
         truth = torch.stack([to_tensor(s.image) for s in samples])
         roundtrip = to_pil(vq.decode(vq.encode(truth)).float().clamp(-1, 1))
         if task == "t2i":
-            plans: list[Any] = []
-            for start in range(0, len(samples), 16):
-                result = pipe.generate([s.text for s in samples[start:start + 16]], seed=seed + start, steps=1,
-                                       ar_guidance=3.0, top_k=8, return_result=True)
-                plans += to_pil(result.plan_pixels)
+            plans = t2i_plans(pipe, samples, seed, ar_guidance=3.0, top_k=8)
         else:
             plans = edit_plans(pipe, samples, seed)  # the pipeline's edit defaults: greedy, AR guidance 1
     for name, images in (("roundtrip", roundtrip), ("plan", plans)):
@@ -117,6 +126,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/mammoth2_plan_probe")
     parser.add_argument("--model-json", default="{}", help="extra model overrides, e.g. '{\"visual_tokenizer\": {...}}'")
+    parser.add_argument("--data-json", default="{}", help="shapes-world overrides, e.g. '{\"plan_style\": \"pointer\"}'")
     parser.add_argument("--name", default="", help="suffix of the results file (for --model-json runs)")
     args = parser.parse_args()
 
@@ -132,7 +142,8 @@ def main() -> None:
     model = merge_overrides(model_config_of(base), {**VARIANTS[args.variant], "fm_max_rows": 1})
     model = merge_overrides(model, json.loads(args.model_json))
     task_batch = {"t2i": (args.batch, 0, 0), "edit": (0, args.batch, 0), "understanding": (0, 0, 3 * args.batch)}[args.task]
-    config = attrs.evolve(base, model=model, task_batch=task_batch, progress=False, time_limit_minutes=0.0,
+    data = merge_overrides(base.data, json.loads(args.data_json))
+    config = attrs.evolve(base, model=model, data=data, task_batch=task_batch, progress=False, time_limit_minutes=0.0,
                           tokenizer=attrs.evolve(base.tokenizer, steps=args.vq_steps),
                           stages=(StageConfig(name="full", steps=args.steps),))
     tag = f"{args.variant}_{args.task}" + (f"_{args.name}" if args.name else "")
@@ -142,7 +153,8 @@ def main() -> None:
     summary = train(config, run)
     train_s = time.perf_counter() - t0
     pipe = load_run_pipeline(run)
-    result = {"variant": args.variant, "task": args.task, "model_json": json.loads(args.model_json), "steps": args.steps, "vq_steps": args.vq_steps,
+    result = {"variant": args.variant, "task": args.task, "model_json": json.loads(args.model_json),
+              "data_json": json.loads(args.data_json), "steps": args.steps, "vq_steps": args.vq_steps,
               "batch": args.batch, "train_s": train_s, "threads": args.threads, "summary_steps": summary["steps"],
               "heldout": plan_scores(pipe, config.data, args.task, "heldout", args.per_category),
               "train": plan_scores(pipe, config.data, args.task, "train", args.per_category)}

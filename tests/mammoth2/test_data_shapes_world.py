@@ -15,7 +15,7 @@ from tuskml.plugins.mammoth2.configs_data import (
     ShapesWorldConfig,
 )
 from tuskml.plugins.mammoth2.shapes_scene import Scene, ShapeObject, ShapesWorldError, describe
-from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
+from tuskml.plugins.mammoth2.shapes_world import ShapesSample, ShapesWorld
 from tuskml.testing import check_component
 
 
@@ -142,3 +142,29 @@ def test_image_samples_carry_a_colourless_layout_plan_of_their_target():
                 plan = s.to_model_sample().plan
                 assert plan == describe(s.scene, colours=False) and not set(plan.split()) & set(COLOURS)
                 assert all(p not in plan for p in ds.config.heldout_pairs)  # in either split
+
+
+@pytest.mark.parametrize("style", ["pointer", "ordinal"])
+def test_pointer_plans_name_each_objects_prompt_phrase_by_ordinal(style):
+    from tuskml.plugins.mammoth2.shapes_scene import ObjectSpec, T2IPrompt
+
+    prompt = T2IPrompt("position", (ObjectSpec("triangle", "green"), ObjectSpec("circle", "yellow")), relation="below")
+    scene = Scene((ShapeObject("triangle", "green", 2), ShapeObject("circle", "yellow", 1)))
+    sample = ShapesSample("t2i", "position", prompt.text, np.zeros((32, 32, 3), np.uint8), scene, prompt=prompt,
+                          plan_style=style)
+    expected = {"pointer": "second circle at top right and first triangle at bottom left",
+                "ordinal": "second at top right and first at bottom left"}[style]
+    assert sample.to_model_sample().plan == expected
+    ds = ShapesWorld(ShapesWorldConfig(split="heldout", plan_style=style))
+    for i in range(40):
+        s = ds.sample(i, task=("t2i", "edit")[i % 2])
+        plan = s.to_model_sample().plan
+        if s.task == "edit":  # an instruction has no phrase list to point at: edits keep the layout plan
+            assert plan == s.layout_plan()
+            continue
+        words = plan.split()
+        assert not set(words) & set(COLOURS)
+        n_objects = len(s.scene.objects)
+        assert sum(w in ("first", "second") for w in words) == n_objects
+        if s.prompt.category == "counting":
+            assert "second" not in words

@@ -109,7 +109,7 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     report["geneval"] = GenEvalMini().evaluate([s.prompt for s in samples], images)
     if scene_plans:
         report["geneval"]["scene_plan_examples"] = [
-            {"prompt": s.text, "written": w, "truth": s.layout_plan()} for s, w in list(zip(samples, scene_plans))[::n]]
+            {"prompt": s.text, "written": w, "truth": s.scene_plan()} for s, w in list(zip(samples, scene_plans))[::n]]
     report["geneval_plan"] = GenEvalMini().evaluate([s.prompt for s in samples], plans)
     grids["geneval"] = {cat: [im for s, im in zip(samples, images) if s.kind == cat] for cat in GENEVAL_CATEGORIES}
 

@@ -27,6 +27,7 @@ from tuskml.plugins.mammoth2.configs_data import (
     EDIT_KINDS,
     GENEVAL_CATEGORIES,
     NUMBER_WORDS,
+    ORDINAL_WORDS,
     QUESTION_KINDS,
     SHAPES,
     ShapesWorldConfig,
@@ -67,6 +68,32 @@ class ShapesSample:
     source: np.ndarray | None = None
     source_scene: Scene | None = None
     edit_region: np.ndarray | None = None
+    plan_style: str = "layout"
+    edit_cell: int | None = None
+
+    def scene_plan(self) -> str:
+        """The plan of ``plan_style`` (:attr:`ShapesWorldConfig.plan_style`): :meth:`pointer_plan` for a
+        text-to-image sample of a ``pointer`` world, else :meth:`layout_plan`."""
+        if self.plan_style in ("pointer", "ordinal") and self.prompt is not None:
+            return self.pointer_plan(shapes=self.plan_style == "pointer")
+        if self.plan_style in ("pointer", "ordinal") and self.edit_cell is not None:
+            return f"at {CELLS[self.edit_cell]}"
+        return self.layout_plan()
+
+    def pointer_plan(self, shapes: bool = True) -> str:
+        """Each object in reading order with the prompt phrase it draws, by ordinal, and its cell:
+        ``first triangle at top right and second circle at bottom left`` for "a green triangle and a
+        yellow circle". No colour is written; the ordinal points at the prompt's phrase, so the colour
+        can be looked up there by position rather than recalled from the shape."""
+        assert self.prompt is not None
+        specs = self.prompt.objects
+        parts = []
+        for o in self.scene.objects:
+            i = next((k for k, spec in enumerate(specs) if spec.matches(o)), None)
+            if i is None:  # pragma: no cover - scene_for_prompt draws only the named objects
+                raise ShapesWorldError(f"internal: {o.name} matches no phrase of {self.prompt.text!r}")
+            parts.append(f"{ORDINAL_WORDS[i]} {o.shape} at {CELLS[o.cell]}" if shapes else f"{ORDINAL_WORDS[i]} at {CELLS[o.cell]}")
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
     def layout_plan(self) -> str:
         """The scene plan a ``scene_plan`` model writes before drawing this image: each object's shape
@@ -83,10 +110,10 @@ class ShapesSample:
         from tuskml.plugins.mammoth2.model import EditSample, TextToImageSample, UnderstandingSample
 
         if self.task == "t2i":
-            return TextToImageSample(self.text, to_tensor(self.image), plan=self.layout_plan())
+            return TextToImageSample(self.text, to_tensor(self.image), plan=self.scene_plan())
         if self.task == "edit":
             assert self.source is not None
-            return EditSample(to_tensor(self.source), self.text, to_tensor(self.image), plan=self.layout_plan())
+            return EditSample(to_tensor(self.source), self.text, to_tensor(self.image), plan=self.scene_plan())
         return UnderstandingSample(to_tensor(self.image), self.text, self.answer)
 
 
@@ -286,11 +313,13 @@ class ShapesWorld:
         if task == "t2i":
             prompt = random_prompt(rng, kind)
             scene = scene_for_prompt(rng, prompt, j)
-            return ShapesSample("t2i", kind, prompt.text, render(scene, size), scene, prompt=prompt)
+            return ShapesSample("t2i", kind, prompt.text, render(scene, size), scene, prompt=prompt,
+                                plan_style=self.config.plan_style)
         if task == "edit":
             src, instruction, tgt, cell = random_edit(rng, kind, j)
             return ShapesSample("edit", kind, instruction, render(tgt, size), tgt, source=render(src, size),
-                                source_scene=src, edit_region=cell_mask(cell, size))
+                                source_scene=src, edit_region=cell_mask(cell, size), edit_cell=cell,
+                                plan_style=self.config.plan_style)
         scene, question, answer = random_question(rng, kind, j)
         return ShapesSample("understanding", kind, question, render(scene, size), scene, answer=answer)
 
