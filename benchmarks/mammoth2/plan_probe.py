@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/mammoth2_plan_probe")
     parser.add_argument("--model-json", default="{}", help="extra model overrides, e.g. '{\"visual_tokenizer\": {...}}'")
-    parser.add_argument("--data-json", default="{}", help="shapes-world overrides, e.g. '{\"plan_style\": \"pointer\"}'")
+    parser.add_argument("--data-json", default="{}", help="shapes-world overrides, e.g. '{\"edit_plan\": \"layout\"}'")
     parser.add_argument("--name", default="", help="suffix of the results file (for --model-json runs)")
     args = parser.parse_args()
 

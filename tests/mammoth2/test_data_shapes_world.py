@@ -7,6 +7,7 @@ import pytest
 
 import tuskml
 from tuskml.plugins.mammoth2.configs_data import (
+    CELLS,
     COLOURS,
     EDIT_KINDS,
     GENEVAL_CATEGORIES,
@@ -15,7 +16,7 @@ from tuskml.plugins.mammoth2.configs_data import (
     ShapesWorldConfig,
 )
 from tuskml.plugins.mammoth2.shapes_scene import Scene, ShapeObject, ShapesWorldError, describe
-from tuskml.plugins.mammoth2.shapes_world import ShapesSample, ShapesWorld
+from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
 from tuskml.testing import check_component
 
 
@@ -131,40 +132,22 @@ def test_model_samples_are_tensors_in_range():
     assert seen == {TextToImageSample, EditSample, UnderstandingSample}
 
 
-def test_image_samples_carry_a_colourless_layout_plan_of_their_target():
+@pytest.mark.parametrize("edit_plan", ["cell", "layout"])
+def test_image_samples_carry_a_colourless_plan_of_their_target(edit_plan):
     scene = Scene((ShapeObject("square", "blue", 3), ShapeObject("circle", "red", 0)))
     assert describe(scene, colours=False) == "a circle at top left and a square at bottom right"
     for split in ("train", "heldout"):
-        ds = ShapesWorld(ShapesWorldConfig(split=split))
+        ds = ShapesWorld(ShapesWorldConfig(split=split, edit_plan=edit_plan))
         for task in ("t2i", "edit"):
             for i in range(20):
                 s = ds.sample(i, task=task)
                 plan = s.to_model_sample().plan
-                assert plan == describe(s.scene, colours=False) and not set(plan.split()) & set(COLOURS)
+                if task == "edit" and edit_plan == "cell":  # the cell the edit changes, and only it
+                    changed = set(s.scene.symbols()) ^ set(s.source_scene.symbols())
+                    assert {cell for _, _, cell in changed} == {s.edit_cell}
+                    assert plan == f"at {CELLS[s.edit_cell]}"
+                else:
+                    assert plan == describe(s.scene, colours=False)
+                assert not set(plan.split()) & set(COLOURS)
                 assert all(p not in plan for p in ds.config.heldout_pairs)  # in either split
 
-
-@pytest.mark.parametrize("style", ["pointer", "ordinal"])
-def test_pointer_plans_name_each_objects_prompt_phrase_by_ordinal(style):
-    from tuskml.plugins.mammoth2.shapes_scene import ObjectSpec, T2IPrompt
-
-    prompt = T2IPrompt("position", (ObjectSpec("triangle", "green"), ObjectSpec("circle", "yellow")), relation="below")
-    scene = Scene((ShapeObject("triangle", "green", 2), ShapeObject("circle", "yellow", 1)))
-    sample = ShapesSample("t2i", "position", prompt.text, np.zeros((32, 32, 3), np.uint8), scene, prompt=prompt,
-                          plan_style=style)
-    expected = {"pointer": "second circle at top right and first triangle at bottom left",
-                "ordinal": "second at top right and first at bottom left"}[style]
-    assert sample.to_model_sample().plan == expected
-    ds = ShapesWorld(ShapesWorldConfig(split="heldout", plan_style=style))
-    for i in range(40):
-        s = ds.sample(i, task=("t2i", "edit")[i % 2])
-        plan = s.to_model_sample().plan
-        if s.task == "edit":  # an instruction has no phrase list to point at: edits keep the layout plan
-            assert plan == s.layout_plan()
-            continue
-        words = plan.split()
-        assert not set(words) & set(COLOURS)
-        n_objects = len(s.scene.objects)
-        assert sum(w in ("first", "second") for w in words) == n_objects
-        if s.prompt.category == "counting":
-            assert "second" not in words

@@ -44,16 +44,18 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--seed", default=0, show_default=True)
     @click.option("--steps", default=20, show_default=True, help="DiT sampling steps.")
     @click.option("--guidance", default=3.0, show_default=True)
-    @click.option("--ar-guidance", default=2.0, show_default=True)
-    @click.option("--temperature", default=1.0, show_default=True, help="AR sampling temperature (0: greedy).")
+    # AR sampling defaults = EvalSettings' (benchmarks/results/mammoth2_t2i_sampling_train.md)
+    @click.option("--ar-guidance", default=1.5, show_default=True, help="CFG scale on the AR image tokens' logits.")
+    @click.option("--temperature", default=0.7, show_default=True, help="AR sampling temperature (0: greedy).")
+    @click.option("--top-k", default=8, show_default=True, help="AR sampling top_k (0: all codes).")
     def generate_cmd(run_dir: str, prompts: tuple[str, ...], out: str, seed: int, steps: int, guidance: float,
-                     ar_guidance: float, temperature: float) -> None:
+                     ar_guidance: float, temperature: float, top_k: int) -> None:
         """Text to image: one PNG per PROMPT in --out."""
         from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
 
         pipe = load_run_pipeline(run_dir)
         images = pipe.generate(list(prompts), seed=seed, steps=steps, guidance=guidance, ar_guidance=ar_guidance,
-                               temperature=temperature)
+                               temperature=temperature, top_k=top_k or None)
         folder = pathlib.Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         for i, (prompt, im) in enumerate(zip(prompts, images)):
@@ -104,8 +106,8 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--split", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True)
     @click.option("--seed", default=0, show_default=True)
     @click.option("--steps", default=20, show_default=True)
-    @click.option("--temperature", default=1.0, show_default=True,
-                  help="AR sampling temperature of text-to-image plans (0: greedy).")
+    @click.option("--temperature", default=0.7, show_default=True,
+                  help="AR sampling temperature of text-to-image image tokens (0: greedy).")
     @click.option("--edit-temperature", default=0.0, show_default=True,
                   help="AR sampling temperature of edit plans (0: greedy).")
     def eval_cmd(run_dir: str, out: str, per_category: int, split: str, seed: int, steps: int,

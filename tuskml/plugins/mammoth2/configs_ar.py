@@ -17,7 +17,7 @@ from typing import Literal
 import attrs
 
 import tuskml
-from tuskml.plugins.mammoth2.configs_data import CELLS, COLOURS, NUMBER_WORDS, ORDINAL_WORDS, SHAPES
+from tuskml.plugins.mammoth2.configs_data import CELLS, COLOURS, NUMBER_WORDS, SHAPES
 
 _ge0 = attrs.validators.ge(0)
 _ge1 = attrs.validators.ge(1)
@@ -209,7 +209,7 @@ def _shapes_world_words() -> tuple[str, ...]:
     words = ["a", "an", "the", "and", "at", "of", "left", "right", "above", "below", "top", "bottom",
              "add", "remove", "make", "replace", "with", "it", "how", "many", "what", "colour", "color", "is",
              "there", "where", "yes", "no", "nothing", "in", "picture", "image", "shape", "shapes", ",", "?", "."]
-    words += list(COLOURS) + list(SHAPES) + [s + "s" for s in SHAPES] + list(NUMBER_WORDS) + list(ORDINAL_WORDS)
+    words += list(COLOURS) + list(SHAPES) + [s + "s" for s in SHAPES] + list(NUMBER_WORDS)
     words += [w for cell in CELLS for w in cell.split()]
     return tuple(dict.fromkeys(words))
 

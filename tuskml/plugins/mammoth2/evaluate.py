@@ -36,12 +36,12 @@ class EvalSettings:
     seed: int = 0
     steps: int = 20
     guidance: float = 3.0
-    ar_guidance: float = 3.0
-    # sampled AR plans: greedy decoding puts the background token at almost every position (objects
-    # sit in random cells, so no single cell is likely to hold one) and plans empty images. top_k 8
-    # with AR guidance 3 was best or near best of 7 settings for VQ-decoded plans of AR-only runs
-    # (held-out GenEvalMini 0.20-0.28 vs 0.10-0.19 greedy)
-    temperature: float = 1.0
+    # text-to-image image tokens: temperature 0.7, top_k 8, AR guidance 1.5. Of 11 settings on the train
+    # split of a scene-plan run (benchmarks/results/mammoth2_t2i_sampling_train.md) it was the best
+    # that samples (0.83 vs 0.66 for the earlier temperature 1 / guidance 3); greedy with guidance 2
+    # scored 0.87 but draws one image per prompt whatever the seed. Held out: 0.60 vs 0.47.
+    ar_guidance: float = 1.5
+    temperature: float = 0.7
     top_k: int | None = 8
     image_guidance: float = 1.5
     # edit plans: greedy and unguided (see Mammoth2Pipeline.edit; 0.42 vs 0.06 held-out plan success)

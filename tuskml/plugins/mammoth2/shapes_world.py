@@ -27,7 +27,6 @@ from tuskml.plugins.mammoth2.configs_data import (
     EDIT_KINDS,
     GENEVAL_CATEGORIES,
     NUMBER_WORDS,
-    ORDINAL_WORDS,
     QUESTION_KINDS,
     SHAPES,
     ShapesWorldConfig,
@@ -68,32 +67,16 @@ class ShapesSample:
     source: np.ndarray | None = None
     source_scene: Scene | None = None
     edit_region: np.ndarray | None = None
-    plan_style: str = "layout"
     edit_cell: int | None = None
+    edit_plan: str = "cell"
 
     def scene_plan(self) -> str:
-        """The plan of ``plan_style`` (:attr:`ShapesWorldConfig.plan_style`): :meth:`pointer_plan` for a
-        text-to-image sample of a ``pointer`` world, else :meth:`layout_plan`."""
-        if self.plan_style in ("pointer", "ordinal") and self.prompt is not None:
-            return self.pointer_plan(shapes=self.plan_style == "pointer")
-        if self.plan_style in ("pointer", "ordinal") and self.edit_cell is not None:
+        """What a ``scene_plan`` model writes before this sample's image: the edited cell (``at top
+        left``) for an edit with ``edit_plan="cell"`` (:attr:`ShapesWorldConfig.edit_plan`), else
+        :meth:`layout_plan`."""
+        if self.edit_cell is not None and self.edit_plan == "cell":
             return f"at {CELLS[self.edit_cell]}"
         return self.layout_plan()
-
-    def pointer_plan(self, shapes: bool = True) -> str:
-        """Each object in reading order with the prompt phrase it draws, by ordinal, and its cell:
-        ``first triangle at top right and second circle at bottom left`` for "a green triangle and a
-        yellow circle". No colour is written; the ordinal points at the prompt's phrase, so the colour
-        can be looked up there by position rather than recalled from the shape."""
-        assert self.prompt is not None
-        specs = self.prompt.objects
-        parts = []
-        for o in self.scene.objects:
-            i = next((k for k, spec in enumerate(specs) if spec.matches(o)), None)
-            if i is None:  # pragma: no cover - scene_for_prompt draws only the named objects
-                raise ShapesWorldError(f"internal: {o.name} matches no phrase of {self.prompt.text!r}")
-            parts.append(f"{ORDINAL_WORDS[i]} {o.shape} at {CELLS[o.cell]}" if shapes else f"{ORDINAL_WORDS[i]} at {CELLS[o.cell]}")
-        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
     def layout_plan(self) -> str:
         """The scene plan a ``scene_plan`` model writes before drawing this image: each object's shape
@@ -313,13 +296,12 @@ class ShapesWorld:
         if task == "t2i":
             prompt = random_prompt(rng, kind)
             scene = scene_for_prompt(rng, prompt, j)
-            return ShapesSample("t2i", kind, prompt.text, render(scene, size), scene, prompt=prompt,
-                                plan_style=self.config.plan_style)
+            return ShapesSample("t2i", kind, prompt.text, render(scene, size), scene, prompt=prompt)
         if task == "edit":
             src, instruction, tgt, cell = random_edit(rng, kind, j)
             return ShapesSample("edit", kind, instruction, render(tgt, size), tgt, source=render(src, size),
                                 source_scene=src, edit_region=cell_mask(cell, size), edit_cell=cell,
-                                plan_style=self.config.plan_style)
+                                edit_plan=self.config.edit_plan)
         scene, question, answer = random_question(rng, kind, j)
         return ShapesSample("understanding", kind, question, render(scene, size), scene, answer=answer)
 
