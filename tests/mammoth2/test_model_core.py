@@ -102,6 +102,32 @@ def test_understanding_features_enter_at_placeholders(tiny):
         tiny.make_batch([TextToImageSample("a", torch.zeros(3, 16, 16))])
 
 
+def test_question_first_puts_the_question_before_the_image_and_the_image_sees_it():
+    """With ``question_first`` the ViT tokens come after the question, so changing the question changes
+    the hidden states at the image placeholders; in the default order they cannot see it."""
+    from tuskml.plugins.mammoth2.sequence import Role
+
+    torch.manual_seed(0)
+    img = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    for question_first in (False, True):
+        model = Mammoth2Model(load_preset("tiny", question_first=question_first)).eval()
+        states = []
+        for question in ("is there a red circle?", "is there a blue square?"):
+            batch = model.make_batch([UnderstandingSample(img, question, "yes")])
+            roles = batch["roles"][0].tolist()
+            ph = [i for i, r in enumerate(roles) if r == int(Role.PLACEHOLDER)]
+            text = [i for i, r in enumerate(roles) if r == int(Role.PROMPT_TEXT)]
+            assert (max(text) < min(ph)) == question_first and len(ph) == model.layout.num_placeholders
+            with torch.no_grad():
+                out = model.run_backbone(batch["input_ids"], batch["attention_mask"],
+                                         inputs_embeds=model.input_embeddings(batch["input_ids"], batch["roles"],
+                                                                              batch["understanding_images"],
+                                                                              batch["has_understanding"]),
+                                         output_hidden_states=True)
+            states.append(out.hidden_states[-1][0, ph])
+        assert torch.allclose(states[0], states[1]) != question_first
+
+
 def test_fm_gradients_reach_backbone_and_generation_experts():
     torch.manual_seed(0)
     model = Mammoth2Model(load_preset("tiny", prompt_dropout=0.0, source_dropout=0.0))

@@ -78,6 +78,10 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the written scene. The plan joins the aligner's text condition too (a layout-planning step like
     # GoT / LayoutGPT; not in the paper)
     scene_plan: bool = False
+    # understanding: the question comes before the image, so each image token can match itself against
+    # the question ("is there a red triangle?") instead of the question tokens searching a
+    # question-blind image
+    question_first: bool = False
     # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
     # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the
     # tiny preset the aligner + DiT take ~75% of a step, so the AR can see several times more rows

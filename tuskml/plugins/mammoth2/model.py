@@ -191,7 +191,8 @@ class Mammoth2Model(nn.Module):
         self.config = attrs.evolve(config, visual_tokenizer=vq_cfg, backbone=backbone_cfg, vision_encoder=vit_cfg,
                                    decoder=decoder_cfg, aligner=aligner_cfg)
         self.layout = TokenLayout(special=special, gen_vocab_start=int(self.backbone.gen_vocab_start),
-                                  codebook_size=codebook_size, grid=grid, num_placeholders=num_placeholders)
+                                  codebook_size=codebook_size, grid=grid, num_placeholders=num_placeholders,
+                                  question_first=config.question_first)
         self.source_hints: nn.Embedding | None = None
         self.hint_factors: tuple[int, ...] = ()
         if config.source_hints:

@@ -97,6 +97,7 @@ class TokenLayout:
     codebook_size: int
     grid: tuple[int, int]  # (h, w) of the visual token grid
     num_placeholders: int = 0  # ViT tokens per understanding image
+    question_first: bool = False  # understanding: the question before the image (Mammoth2Config)
 
     @property
     def image_length(self) -> int:
@@ -197,13 +198,20 @@ class TokenLayout:
 
     def understanding(self, question_ids: Sequence[int],
                       answer_ids: Sequence[int] | None = None) -> tuple[list[int], list[Role]]:
-        """``[bos] [image_start] placeholders [image_end] question answer [eos]``."""
+        """``[bos] [image_start] placeholders [image_end] question answer [eos]``; with
+        ``question_first``, ``[bos] question [image_start] placeholders [image_end] answer [eos]``."""
         if self.num_placeholders <= 0:
             raise SequenceError("this model has no vision encoder: understanding samples need image placeholders")
-        ids = [self.special.bos, self.special.image_start, *[self.special.image_placeholder] * self.num_placeholders,
-               self.special.image_end, *question_ids]
-        roles = ([Role.PROMPT_SPECIAL] * 2 + [Role.PLACEHOLDER] * self.num_placeholders + [Role.PROMPT_SPECIAL]
-                 + [Role.PROMPT_TEXT] * len(question_ids))
+        image = [self.special.image_start, *[self.special.image_placeholder] * self.num_placeholders,
+                 self.special.image_end]
+        image_roles = [Role.PROMPT_SPECIAL] + [Role.PLACEHOLDER] * self.num_placeholders + [Role.PROMPT_SPECIAL]
+        question, question_roles = list(question_ids), [Role.PROMPT_TEXT] * len(question_ids)
+        if self.question_first:
+            ids = [self.special.bos, *question, *image]
+            roles = [Role.PROMPT_SPECIAL, *question_roles, *image_roles]
+        else:
+            ids = [self.special.bos, *image, *question]
+            roles = [Role.PROMPT_SPECIAL, *image_roles, *question_roles]
         if answer_ids is not None:
             ids += [*answer_ids, self.special.eos]
             roles += [Role.ANSWER] * (len(answer_ids) + 1)
