@@ -73,9 +73,9 @@ class Mammoth2Config(tuskml.ModelConfig):
     source_hints: bool = False
     # text to image and edits: the AR first writes the scene it will draw as text (the sample's
     # ``plan``; the shapes world's is the target's layout, e.g. "a circle at top left and a square at
-    # bottom right", and for an edit the cell it changes, "at top left"), then the image tokens after it. Counting, number and place of objects are then
-    # decided in words, which the AR also practises when it captions, and the image tokens only draw
-    # the written scene. The plan joins the aligner's text condition too (a layout-planning step like
+    # bottom right", and for an edit the cell it changes, "at top left"), then the image tokens after
+    # it. Counting, number and place of objects are then decided in words, which the AR also
+    # practises when it captions, and the image tokens only draw the written scene. The plan joins the aligner's text condition too (a layout-planning step like
     # GoT / LayoutGPT; not in the paper)
     scene_plan: bool = False
     # understanding: the question comes before the image, so each image token can match itself against

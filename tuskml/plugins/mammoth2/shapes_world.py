@@ -68,7 +68,7 @@ class ShapesSample:
     source_scene: Scene | None = None
     edit_region: np.ndarray | None = None
     edit_cell: int | None = None
-    edit_plan: str = "cell"
+    edit_plan: str = "layout"
 
     def scene_plan(self) -> str:
         """What a ``scene_plan`` model writes before this sample's image: the edited cell (``at top
@@ -79,7 +79,7 @@ class ShapesSample:
         return self.layout_plan()
 
     def layout_plan(self) -> str:
-        """The scene plan a ``scene_plan`` model writes before drawing this image: each object's shape
+        """The text-to-image scene plan (and an edit's, with ``edit_plan="layout"``): each object's shape
         and cell, without colours (``a triangle at top left and a circle at bottom right``).
 
         Colours stay out because the held-out compositions are colour-shape pairs that no training
