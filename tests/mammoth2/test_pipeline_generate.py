@@ -140,6 +140,18 @@ def test_ask_and_caption_return_text_deterministically(pipe):
     assert isinstance(caps, list) and len(caps) == 2 and all(isinstance(c, str) for c in caps)
 
 
+def test_question_first_asks_batched_like_single():
+    """Question-first rows put the ViT placeholders after questions of different lengths, so left
+    padding shifts them differently per row: a batch must answer as each question alone does."""
+    torch.manual_seed(0)
+    qpipe = Mammoth2Pipeline(Mammoth2Model(load_preset("tiny", question_first=True)))
+    g = torch.Generator().manual_seed(3)
+    imgs = [torch.rand(3, 32, 32, generator=g) * 2 - 1 for _ in range(2)]
+    questions = ["is there a red triangle?", "how many squares?"]
+    batched = qpipe.ask(imgs, questions, max_new_tokens=5)
+    assert batched == [qpipe.ask(im, q, max_new_tokens=5) for im, q in zip(imgs, questions)]
+
+
 def test_understanding_needs_a_vision_encoder():
     pipe = Mammoth2Pipeline(Mammoth2Model())  # default config: no ViT
     with pytest.raises(Mammoth2InputError, match="no vision_encoder"):
