@@ -15,13 +15,15 @@ import argparse
 import json
 import pathlib
 from collections import defaultdict
+from typing import Any
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 
 
-def group(question: str, scene: object) -> str:
+def group(question: str, scene: Any) -> str:
+    """``shape shared``, ``colour shared`` or ``unique``: the question's named object against ``scene``."""
     colour, shape = question.rstrip("?").split()[-2:]
-    others = [o for o in scene.objects if (o.colour, o.shape) != (colour, shape)]  # type: ignore[attr-defined]
+    others = [o for o in scene.objects if (o.colour, o.shape) != (colour, shape)]
     if any(o.shape == shape for o in others):
         return "shape shared"
     if any(o.colour == colour for o in others):

@@ -54,7 +54,7 @@ class ShapesSample:
     """One sample. ``image`` is the t2i / edit target or the image asked about (uint8 HWC).
 
     ``kind`` is the GenEval category, edit kind or question kind; ``text`` the prompt, instruction
-    or question; ``edit_region`` (edits) the pixels the edit may change.
+    or question; ``edit_cell`` (edits) the cell the edit changes, ``edit_region`` its pixels.
     """
 
     task: str
@@ -66,9 +66,13 @@ class ShapesSample:
     prompt: T2IPrompt | None = None
     source: np.ndarray | None = None
     source_scene: Scene | None = None
-    edit_region: np.ndarray | None = None
     edit_cell: int | None = None
     edit_plan: str = "layout"
+
+    @property
+    def edit_region(self) -> np.ndarray | None:
+        """Bool[H, W] of an edit: the pixels of ``edit_cell``, the only ones the edit may change."""
+        return None if self.edit_cell is None else cell_mask(self.edit_cell, self.image.shape[0])
 
     def scene_plan(self) -> str:
         """What a ``scene_plan`` model writes before this sample's image: the edited cell (``at top
@@ -300,7 +304,7 @@ class ShapesWorld:
         if task == "edit":
             src, instruction, tgt, cell = random_edit(rng, kind, j)
             return ShapesSample("edit", kind, instruction, render(tgt, size), tgt, source=render(src, size),
-                                source_scene=src, edit_region=cell_mask(cell, size), edit_cell=cell,
+                                source_scene=src, edit_cell=cell,
                                 edit_plan=self.config.edit_plan)
         scene, question, answer = random_question(rng, kind, j)
         return ShapesSample("understanding", kind, question, render(scene, size), scene, answer=answer)
