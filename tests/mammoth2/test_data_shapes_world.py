@@ -132,6 +132,24 @@ def test_model_samples_are_tensors_in_range():
     assert seen == {TextToImageSample, EditSample, UnderstandingSample}
 
 
+def test_source_edit_plans_describe_the_source_then_lay_out_the_target():
+    """``edit_plan="source"``: the source with its colours, the separator, the target's layout; and
+    understanding samples carry their scene's caption as the description a ``describe_first`` model
+    writes before answering."""
+    from tuskml.plugins.mammoth2.configs_model import final_answer
+
+    ds = ShapesWorld(ShapesWorldConfig(edit_plan="source"))
+    for i in range(20):
+        s = ds.sample(i, task="edit")
+        plan = s.to_model_sample().plan
+        assert plan == f"{describe(s.source_scene)} . {describe(s.scene, colours=False)}"
+        assert final_answer(plan) == s.layout_plan()
+        u = ds.sample(i, task="understanding")
+        assert u.to_model_sample().plan == describe(u.scene)
+    assert ShapesWorld(ShapesWorldConfig(edit_plan="source")).sample(0, task="t2i").scene_plan() == \
+        ShapesWorld().sample(0, task="t2i").scene_plan()  # text to image keeps the layout plan
+
+
 @pytest.mark.parametrize("edit_plan", ["cell", "layout"])
 def test_image_samples_carry_a_colourless_plan_of_their_target(edit_plan):
     scene = Scene((ShapeObject("square", "blue", 3), ShapeObject("circle", "red", 0)))

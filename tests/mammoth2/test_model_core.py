@@ -14,6 +14,7 @@ from tuskml.plugins.mammoth2.model import (
     UnderstandingSample,
 )
 from tuskml.plugins.mammoth2.pipeline import load_preset, preset_names
+from tuskml.plugins.mammoth2.sequence import Role
 from tuskml.testing import check_component
 
 PLAN = "a circle at top left"  # a scene plan for the tiny preset's scene_plan = true
@@ -105,7 +106,6 @@ def test_understanding_features_enter_at_placeholders(tiny):
 def test_question_first_puts_the_question_before_the_image_and_the_image_sees_it():
     """With ``question_first`` the ViT tokens come after the question, so changing the question changes
     the hidden states at the image placeholders; in the default order they cannot see it."""
-    from tuskml.plugins.mammoth2.sequence import Role
 
     torch.manual_seed(0)
     img = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -126,6 +126,27 @@ def test_question_first_puts_the_question_before_the_image_and_the_image_sees_it
                                          output_hidden_states=True)
             states.append(out.hidden_states[-1][0, ph])
         assert torch.allclose(states[0], states[1]) != question_first
+
+
+def test_describe_first_answers_after_the_description_and_captions_stay_as_they_are():
+    model = Mammoth2Model(load_preset("tiny", describe_first=True))
+    tok = model.text_tokenizer
+    img = torch.zeros(3, 32, 32)
+    caption = "a red circle at top left"
+
+    def answer_ids(sample: UnderstandingSample) -> list[int]:
+        batch = model.make_batch([sample])
+        keep = batch["roles"][0] == int(Role.ANSWER)
+        return batch["input_ids"][0][keep].tolist()[:-1]  # the answer's tokens, without its eos
+
+    assert answer_ids(UnderstandingSample(img, "is there a red circle?", "yes", plan=caption)) == \
+        tok.encode("a red circle at top left . yes")
+    assert answer_ids(UnderstandingSample(img, "", caption, plan=caption)) == tok.encode(caption)
+    plain = Mammoth2Model(load_preset("tiny"))
+    batch = plain.make_batch([UnderstandingSample(img, "is there a red circle?", "yes", plan=caption)])
+    assert batch["input_ids"][0][batch["roles"][0] == int(Role.ANSWER)].tolist()[:-1] == tok.encode("yes")
+    with pytest.raises(Mammoth2InputError, match="describe_first"):
+        model.make_batch([UnderstandingSample(img, "how many circles?", "one")])
 
 
 def test_fm_gradients_reach_backbone_and_generation_experts():

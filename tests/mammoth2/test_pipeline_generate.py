@@ -152,6 +152,17 @@ def test_question_first_asks_batched_like_single():
     assert batched == [qpipe.ask(im, q, max_new_tokens=5) for im, q in zip(imgs, questions)]
 
 
+def test_describe_first_ask_returns_the_answer_after_the_description(monkeypatch):
+    dpipe = Mammoth2Pipeline(Mammoth2Model(load_preset("tiny", describe_first=True)))
+    written = "a red circle at top left and a blue square at bottom right . top left"
+    monkeypatch.setattr(dpipe.model.text_tokenizer, "decode", lambda ids: written)
+    img = torch.zeros(3, 32, 32)
+    assert dpipe.ask(img, "where is the red circle?", max_new_tokens=3) == "top left"
+    assert dpipe.ask(img, "where is the red circle?", max_new_tokens=3, keep_description=True) == written
+    monkeypatch.setattr(dpipe.model.text_tokenizer, "decode", lambda ids: "a red circle at top left")
+    assert dpipe.caption([img], max_new_tokens=3) == ["a red circle at top left"]  # no separator: all of it
+
+
 def test_understanding_needs_a_vision_encoder():
     pipe = Mammoth2Pipeline(Mammoth2Model())  # default config: no ViT
     with pytest.raises(Mammoth2InputError, match="no vision_encoder"):

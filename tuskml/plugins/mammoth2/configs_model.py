@@ -24,6 +24,21 @@ _ge0 = attrs.validators.ge(0)
 _ge1 = attrs.validators.ge(1)
 
 
+#: what a ``describe_first`` model writes between its description of the image and the answer
+ANSWER_SEPARATOR = "."
+
+
+def described_answer(description: str, answer: str) -> str:
+    """The text a ``describe_first`` model learns to write for a question: description, separator, answer."""
+    return f"{description} {ANSWER_SEPARATOR} {answer}"
+
+
+def final_answer(text: str) -> str:
+    """The answer in what a ``describe_first`` model wrote: the text after the last separator (all of
+    it when there is none, as for a caption)."""
+    return text.rsplit(ANSWER_SEPARATOR, 1)[-1].strip()
+
+
 def _probability(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{attribute.name} must lie in [0, 1), got {value}")
@@ -82,6 +97,12 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the question ("is there a red triangle?") instead of the question tokens searching a
     # question-blind image
     question_first: bool = False
+    # understanding: before answering a question the AR describes the image (the sample's ``plan``,
+    # the shapes world's caption "a red circle at top left and ..."), then writes " . " and the answer;
+    # ``Mammoth2Pipeline.ask`` returns the part after the last ".". Finding "the red triangle" next to
+    # a blue one then means matching words the model wrote, not a colour-and-shape conjunction among
+    # image tokens (a describe-then-answer chain of thought; not in the paper)
+    describe_first: bool = False
     # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
     # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the
     # tiny preset the aligner + DiT take ~75% of a step, so the AR can see several times more rows

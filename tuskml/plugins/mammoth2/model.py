@@ -28,7 +28,7 @@ from torch import nn
 import tuskml
 from tuskml.core.errors import ConfigError, TuskmlError
 from tuskml.plugins.mammoth2 import flow_matching as fm
-from tuskml.plugins.mammoth2.configs_model import Mammoth2Config
+from tuskml.plugins.mammoth2.configs_model import Mammoth2Config, described_answer
 from tuskml.plugins.mammoth2.sequence import (
     Role,
     SequenceError,
@@ -73,11 +73,13 @@ class EditSample:
 
 @attrs.frozen
 class UnderstandingSample:
-    """An image, a question about it (may be empty: captioning) and the answer."""
+    """An image, a question about it (may be empty: captioning) and the answer; ``plan``: the image
+    described in words, which a ``describe_first`` model writes before answering a question."""
 
     image: torch.Tensor
     question: str
     answer: str
+    plan: str | None = None
 
 
 Sample = TextToImageSample | EditSample | UnderstandingSample
@@ -273,7 +275,13 @@ class Mammoth2Model(nn.Module):
             elif isinstance(s, UnderstandingSample):
                 if self.vision_encoder is None:
                     raise Mammoth2InputError(f"sample {i} asks about an image, but this model has no vision_encoder")
-                seqs.append(self.layout.understanding(tok.encode(s.question), tok.encode(s.answer)))
+                answer = s.answer
+                if self.config.describe_first and s.question:  # a caption is its own description
+                    if s.plan is None:
+                        raise Mammoth2InputError(f"sample {i} ({s.question!r}) has no plan, but this model has "
+                                                 "describe_first = true and learns to describe the image first")
+                    answer = described_answer(s.plan, s.answer)
+                seqs.append(self.layout.understanding(tok.encode(s.question), tok.encode(answer)))
             else:
                 raise Mammoth2InputError(f"sample {i}: expected a TextToImageSample, EditSample or "
                                          f"UnderstandingSample, got {type(s).__qualname__}")

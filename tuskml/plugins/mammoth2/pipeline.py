@@ -32,7 +32,7 @@ import tuskml
 from tuskml.core.config import merge_overrides
 from tuskml.core.errors import CheckpointError, ConfigError, TuskmlError
 from tuskml.plugins.mammoth2 import flow_matching as fm
-from tuskml.plugins.mammoth2.configs_model import Mammoth2Config
+from tuskml.plugins.mammoth2.configs_model import Mammoth2Config, final_answer
 from tuskml.plugins.mammoth2.model import Mammoth2InputError, Mammoth2Model
 from tuskml.plugins.mammoth2.sequence import (
     Role,
@@ -524,8 +524,12 @@ class Mammoth2Pipeline:
 
     @torch.no_grad()
     def ask(self, image: Any, question: str | Sequence[str], *, max_new_tokens: int = 160, temperature: float = 0.0,
-            top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> str | list[str]:
-        """Answer a question about an image (greedy by default); a list in gives a list out."""
+            top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+            keep_description: bool = False) -> str | list[str]:
+        """Answer a question about an image (greedy by default); a list in gives a list out.
+
+        A ``describe_first`` model describes the image before it answers; the description is left
+        out of the returned text unless ``keep_description``."""
         check_sampling_args(temperature, top_k, top_p)
         model = self.model
         if model.vision_encoder is None:
@@ -563,6 +567,8 @@ class Mammoth2Pipeline:
                     break
         ids = torch.stack(answers, dim=1).tolist()
         texts = [tok.decode(row[: row.index(eos)] if eos in row else row) for row in ids]
+        if model.config.describe_first and not keep_description:
+            texts = [final_answer(t) for t in texts]
         return texts[0] if single else texts
 
     def caption(self, image: Any, **kwargs: Any) -> str | list[str]:
