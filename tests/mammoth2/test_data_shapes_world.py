@@ -132,22 +132,18 @@ def test_model_samples_are_tensors_in_range():
     assert seen == {TextToImageSample, EditSample, UnderstandingSample}
 
 
-def test_source_edit_plans_describe_the_source_then_lay_out_the_target():
-    """``edit_plan="source"``: the source with its colours, the separator, the target's layout; and
-    understanding samples carry their scene's caption as the description a ``describe_first`` model
-    writes before answering."""
-    from tuskml.plugins.mammoth2.configs_model import final_answer
-
-    ds = ShapesWorld(ShapesWorldConfig(edit_plan="source"))
-    for i in range(20):
-        s = ds.sample(i, task="edit")
-        plan = s.to_model_sample().plan
-        assert plan == f"{describe(s.source_scene)} . {describe(s.scene, colours=False)}"
-        assert final_answer(plan) == s.layout_plan()
-        u = ds.sample(i, task="understanding")
-        assert u.to_model_sample().plan == describe(u.scene)
-    assert ShapesWorld(ShapesWorldConfig(edit_plan="source")).sample(0, task="t2i").scene_plan() == \
-        ShapesWorld().sample(0, task="t2i").scene_plan()  # text to image keeps the layout plan
+def test_understanding_samples_carry_the_description_a_describe_first_model_writes():
+    ds = ShapesWorld()
+    for kind in QUESTION_KINDS:  # questions: the objects of the shape they name; captions: the scene
+        for i in range(10):
+            u = ds.sample(i, task="understanding", kind=kind)
+            plan = u.to_model_sample().plan
+            if kind == "caption":
+                assert plan == describe(u.scene)
+                continue
+            shape = next(s for s in SHAPES if s in u.text)
+            assert plan == describe(Scene(tuple(o for o in u.scene.objects if o.shape == shape)))
+            assert plan == "nothing" or {w for w in plan.split() if w in SHAPES} == {shape}
 
 
 @pytest.mark.parametrize("edit_plan", ["cell", "layout"])

@@ -202,6 +202,9 @@ def test_cli_eval_generate_ask(reference_run, tmp_path):
     res = runner.invoke(cli, ["mammoth2", "ask", str(reference_run), str(img), "how many circles?",
                               "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
+    shown = runner.invoke(cli, ["mammoth2", "ask", str(reference_run), str(img), "how many circles?",
+                                "--max-new-tokens", "4", "--show-description"])
+    assert shown.exit_code == 0 and shown.output == res.output  # not describe_first: the same text
     res = runner.invoke(cli, ["mammoth2", "edit", str(reference_run), str(img), "remove the red circle",
                               "--out", str(tmp_path / "edited.png"), "--steps", "2"])
     assert res.exit_code == 0, res.output

@@ -91,12 +91,15 @@ def add_commands(cli: click.Group) -> None:
     @click.argument("image", type=click.Path(exists=True, dir_okay=False))
     @click.argument("question", default="")
     @click.option("--max-new-tokens", default=160, show_default=True)
-    def ask_cmd(run_dir: str, image: str, question: str, max_new_tokens: int) -> None:
+    @click.option("--show-description", is_flag=True,
+                  help="a describe_first model: print the description it wrote before the answer too")
+    def ask_cmd(run_dir: str, image: str, question: str, max_new_tokens: int, show_description: bool) -> None:
         """Answer QUESTION about IMAGE (no question: a caption)."""
         from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
 
         pipe = load_run_pipeline(run_dir)
-        click.echo(pipe.ask(_open_image(image), question, max_new_tokens=max_new_tokens))
+        click.echo(pipe.ask(_open_image(image), question, max_new_tokens=max_new_tokens,
+                            keep_description=show_description))
 
     @mammoth2.command("eval")
     @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))

@@ -87,8 +87,5 @@ class ShapesWorldConfig(tuskml.DatasetConfig):
     # what a ``scene_plan`` model writes before an edit's target: "layout", the target's layout ("a
     # triangle at top left and ..."), or "cell", the edited cell ("at top left"). Equal in an edit-only
     # probe (held out 0.42 / 0.42) and 11% cheaper, but in a joint 30-min run edits fell 0.27 -> 0.19
-    # (remove 0.23 -> 0.06): the layout plan shares its skill with text-to-image plans; or "source",
-    # the source described with colours, " . ", then the target's layout ("a red circle at top left and
-    # a blue circle at top right . a circle at top right"): the object the instruction names is then
-    # found among written words
-    edit_plan: Literal["layout", "cell", "source"] = "layout"
+    # (remove 0.23 -> 0.06): the layout plan shares its skill with text-to-image plans
+    edit_plan: Literal["layout", "cell"] = "layout"

@@ -31,7 +31,6 @@ from tuskml.plugins.mammoth2.configs_data import (
     SHAPES,
     ShapesWorldConfig,
 )
-from tuskml.plugins.mammoth2.configs_model import described_answer
 from tuskml.plugins.mammoth2.shapes_render import cell_mask, render
 from tuskml.plugins.mammoth2.shapes_scene import (
     RELATIONS,
@@ -76,13 +75,11 @@ class ShapesSample:
         return None if self.edit_cell is None else cell_mask(self.edit_cell, self.image.shape[0])
 
     def scene_plan(self) -> str:
-        """What a ``scene_plan`` model writes before this sample's image (:attr:`ShapesWorldConfig.edit_plan`
-        for edits): the edited cell (``at top left``) with ``"cell"``; the source described with its
-        colours, ``" . "``, then the target's layout with ``"source"``; else :meth:`layout_plan`."""
+        """What a ``scene_plan`` model writes before this sample's image: the edited cell (``at top
+        left``) for an edit with ``edit_plan="cell"`` (:attr:`ShapesWorldConfig.edit_plan`), else
+        :meth:`layout_plan`."""
         if self.edit_cell is not None and self.edit_plan == "cell":
             return f"at {CELLS[self.edit_cell]}"
-        if self.source_scene is not None and self.edit_plan == "source":
-            return described_answer(describe(self.source_scene), self.layout_plan())
         return self.layout_plan()
 
     def layout_plan(self) -> str:
@@ -104,7 +101,18 @@ class ShapesSample:
         if self.task == "edit":
             assert self.source is not None
             return EditSample(to_tensor(self.source), self.text, to_tensor(self.image), plan=self.scene_plan())
-        return UnderstandingSample(to_tensor(self.image), self.text, self.answer, plan=describe(self.scene))
+        return UnderstandingSample(to_tensor(self.image), self.text, self.answer, plan=self.description())
+
+    def description(self) -> str:
+        """What a ``describe_first`` model writes before it answers this question: every object of the
+        shape the question names, with its colour and cell ("where is the red triangle?": ``a blue
+        triangle at top left and a red triangle at bottom right``), so that the answer is then found by
+        one word, the colour; the whole scene when the question names no shape (a caption)."""
+        words = set(self.text.replace("?", " ").split())
+        named = [shape for shape in SHAPES if shape in words or plural(shape, 2) in words]
+        if len(named) != 1:
+            return describe(self.scene)
+        return describe(Scene(tuple(o for o in self.scene.objects if o.shape == named[0])))
 
 
 def to_tensor(image: np.ndarray) -> Any:
