@@ -97,11 +97,12 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the question ("is there a red triangle?") instead of the question tokens searching a
     # question-blind image
     question_first: bool = False
-    # understanding: before answering a question the AR describes the image (the sample's ``plan``,
-    # the shapes world's caption "a red circle at top left and ..."), then writes " . " and the answer;
-    # ``Mammoth2Pipeline.ask`` returns the part after the last ".". Finding "the red triangle" next to
-    # a blue one then means matching words the model wrote, not a colour-and-shape conjunction among
-    # image tokens (a describe-then-answer chain of thought; not in the paper)
+    # understanding: before answering a question the AR describes the image (the sample's ``plan``;
+    # the shapes world's lists the objects of the asked shape, "a red triangle at top left and a blue
+    # triangle at bottom right"), then writes " . " and the answer; ``Mammoth2Pipeline.ask`` returns
+    # the part after the last ".". Finding "the red triangle" next to a blue one then means matching
+    # words the model wrote, not a colour-and-shape conjunction among image tokens (a describe-then-
+    # answer chain of thought; not in the paper). Probe 0.89 vs 0.69; joint 30-min run 0.70 vs 0.83
     describe_first: bool = False
     # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
     # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the
