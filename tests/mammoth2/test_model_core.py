@@ -106,7 +106,6 @@ def test_understanding_features_enter_at_placeholders(tiny):
 def test_question_first_puts_the_question_before_the_image_and_the_image_sees_it():
     """With ``question_first`` the ViT tokens come after the question, so changing the question changes
     the hidden states at the image placeholders; in the default order they cannot see it."""
-
     torch.manual_seed(0)
     img = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
     for question_first in (False, True):
@@ -134,17 +133,15 @@ def test_describe_first_answers_after_the_description_and_captions_stay_as_they_
     img = torch.zeros(3, 32, 32)
     caption = "a red circle at top left"
 
-    def answer_ids(sample: UnderstandingSample) -> list[int]:
-        batch = model.make_batch([sample])
+    def answer_ids(m: Mammoth2Model, sample: UnderstandingSample) -> list[int]:
+        batch = m.make_batch([sample])
         keep = batch["roles"][0] == int(Role.ANSWER)
         return batch["input_ids"][0][keep].tolist()[:-1]  # the answer's tokens, without its eos
 
-    assert answer_ids(UnderstandingSample(img, "is there a red circle?", "yes", plan=caption)) == \
-        tok.encode("a red circle at top left . yes")
-    assert answer_ids(UnderstandingSample(img, "", caption, plan=caption)) == tok.encode(caption)
-    plain = Mammoth2Model(load_preset("tiny"))
-    batch = plain.make_batch([UnderstandingSample(img, "is there a red circle?", "yes", plan=caption)])
-    assert batch["input_ids"][0][batch["roles"][0] == int(Role.ANSWER)].tolist()[:-1] == tok.encode("yes")
+    question = UnderstandingSample(img, "is there a red circle?", "yes", plan=caption)
+    assert answer_ids(model, question) == tok.encode("a red circle at top left . yes")
+    assert answer_ids(model, UnderstandingSample(img, "", caption, plan=caption)) == tok.encode(caption)
+    assert answer_ids(Mammoth2Model(load_preset("tiny")), question) == tok.encode("yes")  # option off
     with pytest.raises(Mammoth2InputError, match="describe_first"):
         model.make_batch([UnderstandingSample(img, "how many circles?", "one")])
 
