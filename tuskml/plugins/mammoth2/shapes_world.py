@@ -112,7 +112,7 @@ class ShapesSample:
         named = [shape for shape in SHAPES if shape in words or plural(shape, 2) in words]
         if len(named) != 1:
             return describe(self.scene)
-        return describe(Scene(tuple(o for o in self.scene.objects if o.shape == named[0])))
+        return describe(Scene(tuple(self.scene.find(named[0]))))
 
 
 def to_tensor(image: np.ndarray) -> Any:
