@@ -7,7 +7,9 @@ what MammothModa2 adds for generation:
   and its own head; the logits are ``[text logits | generation logits]``;
 * hard-routed generation experts: in the layers chosen by the experts config, tokens with
   ``id >= gen_vocab_start`` use a separate FFN (and, with ``ffn-attention``, separate Q/K/V/O);
-* a KV cache (``kv_cache.KVCache``) for sampling.
+* a KV cache (``kv_cache.KVCache``) for sampling;
+* an extension, ``gen_copy_digit``: one digit of a factorised generation token (the colour of a
+  ``colour-structure`` VQ) also gets a pointer over the earlier text tokens (:class:`TextCopy`).
 
 Parameter names match transformers' Qwen3 minus the ``model.`` prefix, so
 :meth:`Mammoth2AR.load_qwen3_state_dict` takes a Qwen3 checkpoint as is. ``hidden_states`` follows
@@ -193,6 +195,39 @@ class ARDecoderLayer(nn.Module):
         return x + self.mlp(h)
 
 
+class TextCopy(nn.Module):
+    """Logits for one digit of a generation token, read from the earlier text tokens by a pointer.
+
+    A query from the final hidden state at position i scores every earlier visible text token j by
+    ``q(x_i) . key[id_j]`` (and a null slot, whose value is 0); the result is the attention-weighted
+    sum of ``value[id_j] + value_prev[id_{j-1}]``. Keys and values are tables on token ids, not hidden
+    states, so "green" adds the same colour logits whatever shape it was paired with in training:
+    the pointer can draw a colour-shape pair that no training prompt named. ``value_prev`` reads
+    the word before, so a shape word can carry the colour written just before it.
+    """
+
+    def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.query = nn.Linear(hidden_size, dim, bias=False)
+        self.key = nn.Embedding(text_vocab_size, dim)
+        self.null_key = nn.Parameter(torch.zeros(dim))
+        self.value = nn.Embedding(text_vocab_size, out_size)
+        self.value_prev = nn.Embedding(text_vocab_size, out_size)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, D]`` queries; ``ids [B, S]`` text ids of all keys (clamped into the text
+        vocabulary; ``S >= T``, the last ``T`` are the queries' own tokens); ``allowed [B, T, S]``
+        which keys each query may read. Returns logits ``[B, T, out_size]``."""
+        prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
+        q = self.query(x)
+        scores = q @ self.key(ids).transpose(1, 2) * self.dim ** -0.5
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
+        weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
+        return weights @ (self.value(ids) + self.value_prev(prev)).to(weights.dtype)
+
+
 class Mammoth2AR(nn.Module):
     """The ``mammoth2-ar`` backbone (see the module docstring)."""
 
@@ -228,6 +263,15 @@ class Mammoth2AR(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.text_vocab_size, bias=False)
         if not self.gen_factors:
             self.gen_head = nn.Linear(config.hidden_size, config.gen_vocab_size, bias=False)
+        self.copy: TextCopy | None = None
+        if config.gen_copy_digit is not None:
+            if not self.gen_factors or config.gen_copy_digit >= len(self.gen_factors):
+                raise BackboneInputError(
+                    f"gen_copy_digit={config.gen_copy_digit} names no digit of the generation tokens "
+                    f"(gen_factors {self.gen_factors}); it needs gen_head = 'factorized' and a digit below {len(self.gen_factors)}"
+                )
+            self.copy = TextCopy(config.hidden_size, config.text_vocab_size,
+                                 self.gen_factors[config.gen_copy_digit], config.gen_copy_dim)
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
         if config.tie_text_embeddings:
@@ -282,15 +326,36 @@ class Mammoth2AR(nn.Module):
         digits = mixed_radix_digits(codes, self.gen_factors)
         return sum(table(digits[..., i]) for i, table in enumerate(self.gen_embed_factors))
 
-    def gen_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Generation logits ``[..., gen_vocab_size]`` of final hidden states ``x [..., D]``."""
+    def gen_logits(self, x: torch.Tensor, copied: torch.Tensor | None = None) -> torch.Tensor:
+        """Generation logits ``[..., gen_vocab_size]`` of final hidden states ``x [..., D]``;
+        ``copied`` (:class:`TextCopy`'s logits) is added to digit ``gen_copy_digit``."""
         if not self.gen_factors:
             return self.gen_head(x)
         out = None
-        for head in self.gen_head_factors:  # logit(i, j, ...) = a_i + b_j + ...
+        for digit, head in enumerate(self.gen_head_factors):  # logit(i, j, ...) = a_i + b_j + ...
             part = head(x)
+            if copied is not None and digit == self.config.gen_copy_digit:
+                part = part + copied
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
+
+    def _copied_logits(self, x: torch.Tensor, input_ids: torch.Tensor, key_mask: torch.Tensor | None,
+                       cache: KVCache | None, past_len: int) -> torch.Tensor:
+        """:class:`TextCopy` logits for the new tokens: each reads the visible text tokens up to itself."""
+        assert self.copy is not None
+        ids = input_ids
+        if cache is not None:
+            if past_len and (cache.token_ids is None or cache.token_ids.shape[1] != past_len):
+                raise BackboneInputError("this KV cache holds no token ids for gen_copy_digit; fill it with this backbone")
+            ids = input_ids if not past_len else torch.cat((cache.token_ids, input_ids), dim=1)
+            cache.token_ids = ids
+        b, s = ids.shape
+        t = input_ids.shape[1]
+        q_pos = torch.arange(t, device=ids.device) + past_len
+        allowed = (torch.arange(s, device=ids.device)[None, :] <= q_pos[:, None])[None] & (ids < self.gen_vocab_start)[:, None, :]
+        if key_mask is not None:
+            allowed = allowed & key_mask[:, None, :]
+        return self.copy(x, ids.clamp(max=self.text_vocab_size - 1), allowed)
 
     # --- forward -------------------------------------------------------------------------------------
 
@@ -345,7 +410,8 @@ class Mammoth2AR(nn.Module):
         x = self.norm(x)
         if output_hidden_states:
             hidden[-1] = x
-        logits = torch.cat((self.lm_head(x), self.gen_logits(x)), dim=-1)
+        copied = self._copied_logits(x, input_ids, key_mask, cache, past_len) if self.copy is not None else None
+        logits = torch.cat((self.lm_head(x), self.gen_logits(x, copied)), dim=-1)
         return BackboneOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None,
                               past_key_values=cache if use_cache else None)
 

@@ -86,8 +86,15 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     experts: tuskml.ExpertsConfig = attrs.field(factory=FFNExpertsConfig)
     gen_head: Literal["flat", "factorized"] = "flat"
     gen_factors: tuple[int, ...] = ()
+    #: with ``gen_head = "factorized"``: the digit whose logits also get a pointer over the earlier
+    #: text tokens (``ar.TextCopy``; digit 0 is the colour of a ``colour-structure`` VQ); None: no pointer
+    gen_copy_digit: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    gen_copy_dim: int = attrs.field(default=32, validator=_ge1)
 
     def __attrs_post_init__(self) -> None:
+        if self.gen_copy_digit is not None and self.gen_head != "factorized":
+            raise ValueError("gen_copy_digit points one digit of a factorised generation token at the text; "
+                             "it needs gen_head = 'factorized'")
         if any(f < 1 for f in self.gen_factors):
             raise ValueError(f"gen_factors must be positive radices, got {self.gen_factors}")
         if self.gen_factors and math.prod(self.gen_factors) != self.gen_vocab_size:

@@ -27,6 +27,9 @@ class KVCache:
         self._lengths = [0] * num_layers
         #: Bool [B, S]: True for real tokens; None while no call has passed a padding mask.
         self.key_mask: torch.Tensor | None = None
+        #: Long [B, S]: the ids of the cached tokens, kept only by backbones that read them back
+        #: (``mammoth2-ar`` with ``gen_copy_digit``); None otherwise.
+        self.token_ids: torch.Tensor | None = None
 
     @property
     def seq_length(self) -> int:
@@ -82,6 +85,8 @@ class KVCache:
         out._lengths = list(self._lengths)
         if self.key_mask is not None:
             out.key_mask = self.key_mask.index_select(0, batch_index.to(self.key_mask.device))
+        if self.token_ids is not None:
+            out.token_ids = self.token_ids.index_select(0, batch_index.to(self.token_ids.device))
         return out
 
     def clone(self) -> KVCache:

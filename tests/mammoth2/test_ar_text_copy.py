@@ -1,0 +1,119 @@
+"""mammoth2-ar ``gen_copy_digit``: a pointer from generation positions to earlier text tokens that adds
+logits to one digit of a factorised generation token (TextCopy)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tuskml
+from tuskml.plugins.mammoth2.ar import BackboneInputError, Mammoth2AR
+from tuskml.plugins.mammoth2.configs_ar import Mammoth2ARConfig
+from tuskml.plugins.mammoth2.kv_cache import KVCache
+
+
+def _backbone(**overrides) -> Mammoth2AR:
+    torch.manual_seed(0)
+    kwargs = dict(gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6), gen_copy_digit=0, gen_copy_dim=8)
+    kwargs.update(overrides)
+    model = tuskml.create("backbone", "mammoth2-ar", **kwargs).eval()
+    with torch.no_grad():  # values start small; make the pointer's part of the logits clearly visible
+        model.copy.value.weight.normal_(0.0, 1.0)
+        model.copy.value_prev.weight.normal_(0.0, 1.0)
+        model.copy.key.weight.normal_(0.0, 1.0)
+    return model
+
+
+def _ids(model: Mammoth2AR, batch: int, n_text: int, n_gen: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, model.text_vocab_size, (batch, n_text), generator=g)
+    gen = torch.randint(model.gen_vocab_start, model.gen_vocab_start + model.gen_vocab_size, (batch, n_gen), generator=g)
+    return torch.cat((text, gen), dim=1)
+
+
+def _digits(model: Mammoth2AR, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-digit logits back from the summed token logits (token i*6 + j = a_i + b_j)."""
+    gen = logits[..., model.text_vocab_size:].unflatten(-1, (4, 6))
+    return gen[..., :, 0], gen[..., 0, :]
+
+
+def test_the_pointer_adds_to_its_digit_only_and_matches_its_definition():
+    model = _backbone()
+    ids = _ids(model, 2, 5, 4)
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        x = out.hidden_states[-1]
+        a, b = (head(x) for head in model.gen_head_factors)
+        got_a, got_b = _digits(model, out.logits)
+        # the structure digit is the plain head's; the colour digit's head plus the pointer
+        torch.testing.assert_close(got_b - got_b[..., :1], b - b[..., :1], atol=1e-5, rtol=1e-5)
+        copy = model.copy
+        q = copy.query(x)
+        for row in range(2):
+            for i in (5, 8):  # a generation position's query reads the 5 text tokens before it
+                keys = copy.key(ids[row, :5])
+                scores = torch.cat((q[row, i] @ copy.null_key[None].T, q[row, i] @ keys.T)) * copy.dim ** -0.5
+                w = scores.softmax(-1)[1:]
+                prev = torch.cat((ids[row, :1], ids[row, :4]))
+                want = w @ (copy.value(ids[row, :5]) + copy.value_prev(prev))
+                delta = (got_a[row, i] - got_b[row, i, :1]) - a[row, i]
+                torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_and_later_text_tokens_are_not_read():
+    model = _backbone()
+    ids = _ids(model, 1, 5, 3)
+    later = torch.cat((ids, torch.tensor([[7, 9]])), dim=1)
+    with torch.no_grad():
+        base = model(ids).logits
+        # text after a position changes nothing before it (causal pointer)
+        torch.testing.assert_close(model(later).logits[:, :8], base, atol=1e-5, rtol=1e-5)
+        # a text token hidden by the attention mask is skipped by the pointer too
+        mask = torch.ones_like(ids, dtype=torch.bool)
+        mask[0, 2] = False
+        hidden = model(ids, attention_mask=mask, output_hidden_states=True)
+        model.copy.value.weight[ids[0, 2]] += 100.0  # a huge value on the hidden token
+        again = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(again, hidden.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_kv_cached_decoding_with_left_padding_equals_full_recomputation():
+    model = _backbone()
+    ids = _ids(model, 2, 5, 6, seed=1)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, :2] = False  # row 1 is left-padded
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        out = model(ids[:, :4], attention_mask=mask[:, :4], use_cache=True)
+        cache = out.past_key_values
+        assert cache.token_ids is not None and cache.token_ids.shape == (2, 4)
+        pieces = [out.logits]
+        for start, stop in [(4, 6)] + [(i, i + 1) for i in range(6, ids.shape[1])]:
+            pieces.append(model(ids[:, start:stop], attention_mask=mask[:, start:stop], past_key_values=cache,
+                                use_cache=True).logits)
+        assert cache.token_ids.shape == ids.shape
+        # a duplicated cache (as for classifier-free guidance) carries the ids along
+        doubled = cache.select(torch.tensor([0, 0]))
+        step = torch.tensor([[model.gen_vocab_start + 3]] * 2)
+        a = model(step[:1], past_key_values=cache.select(torch.tensor([0])), use_cache=True).logits
+        c = model(step, past_key_values=doubled, use_cache=True).logits
+    torch.testing.assert_close(torch.cat(pieces, 1)[0], full[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.cat(pieces, 1)[1, 2:], full[1, 2:], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(c[1], a[0], atol=1e-5, rtol=1e-5)
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="needs gen_head = 'factorized'"):
+        Mammoth2ARConfig(gen_copy_digit=0)
+    with pytest.raises(ValueError):
+        Mammoth2ARConfig(gen_head="factorized", gen_copy_digit=-1)
+    with pytest.raises(BackboneInputError, match="gen_copy_digit=2 names no digit"):
+        tuskml.create("backbone", "mammoth2-ar", gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6),
+                      gen_copy_digit=2)
+    model = _backbone()
+    ids = _ids(model, 1, 3, 1)
+    foreign = KVCache(model.num_layers)
+    model(ids, past_key_values=foreign)
+    foreign.token_ids = None  # e.g. a cache filled by another backbone
+    with pytest.raises(BackboneInputError, match="holds no token ids"):
+        model(ids[:, :1], past_key_values=foreign)
