@@ -204,7 +204,13 @@ class TextCopy(nn.Module):
     states, so "green" adds the same colour logits whatever shape it was paired with in training:
     the pointer can draw a colour-shape pair that no training prompt named. ``value_prev`` reads
     the word before, so a shape word can carry the colour written just before it.
+
+    The tables start as N(0, 1) keys and zero values read through ``value_gain``: with the backbone's
+    0.02-std initialisation and Adam's per-parameter step the attention stayed uniform and the values
+    below 1 for a whole probe, and the hidden-state head did all the work.
     """
+
+    value_gain = 8.0
 
     def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int):
         super().__init__()
@@ -214,6 +220,11 @@ class TextCopy(nn.Module):
         self.null_key = nn.Parameter(torch.zeros(dim))
         self.value = nn.Embedding(text_vocab_size, out_size)
         self.value_prev = nn.Embedding(text_vocab_size, out_size)
+
+    def reset_tables(self) -> None:
+        nn.init.normal_(self.key.weight, std=1.0)
+        nn.init.zeros_(self.value.weight)
+        nn.init.zeros_(self.value_prev.weight)
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """``x [B, T, D]`` queries; ``ids [B, S]`` text ids of all keys (clamped into the text
@@ -225,7 +236,8 @@ class TextCopy(nn.Module):
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
         weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
-        return weights @ (self.value(ids) + self.value_prev(prev)).to(weights.dtype)
+        values = (self.value(ids) + self.value_prev(prev)) * self.value_gain
+        return weights @ values.to(weights.dtype)
 
 
 class Mammoth2AR(nn.Module):
@@ -279,6 +291,8 @@ class Mammoth2AR(nn.Module):
 
     def _init_weights(self) -> None:
         init_linear_weights(self, self.config.init_std)
+        if self.copy is not None:
+            self.copy.reset_tables()
         if self.experts.routes_ffn and self.config.experts.init == "copy":
             for text_module, gen_module in self.expert_pairs():
                 gen_module.load_state_dict(text_module.state_dict())
@@ -335,6 +349,10 @@ class Mammoth2AR(nn.Module):
         for digit, head in enumerate(self.gen_head_factors):  # logit(i, j, ...) = a_i + b_j + ...
             part = head(x)
             if copied is not None and digit == self.config.gen_copy_digit:
+                if self.training and self.config.gen_copy_dropout > 0:
+                    # rows whose digit must come from the pointer alone, so it learns to carry it
+                    keep = torch.rand(part.shape[0], device=part.device) >= self.config.gen_copy_dropout
+                    part = part * keep.view(-1, *([1] * (part.dim() - 1))).to(part.dtype)
                 part = part + copied
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
