@@ -349,10 +349,6 @@ class Mammoth2AR(nn.Module):
         for digit, head in enumerate(self.gen_head_factors):  # logit(i, j, ...) = a_i + b_j + ...
             part = head(x)
             if copied is not None and digit == self.config.gen_copy_digit:
-                if self.training and self.config.gen_copy_dropout > 0:
-                    # rows whose digit must come from the pointer alone, so it learns to carry it
-                    keep = torch.rand(part.shape[0], device=part.device) >= self.config.gen_copy_dropout
-                    part = part * keep.view(-1, *([1] * (part.dim() - 1))).to(part.dtype)
                 part = part + copied
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
@@ -367,10 +363,9 @@ class Mammoth2AR(nn.Module):
                 raise BackboneInputError("this KV cache holds no token ids for gen_copy_digit; fill it with this backbone")
             ids = input_ids if not past_len else torch.cat((cache.token_ids, input_ids), dim=1)
             cache.token_ids = ids
-        b, s = ids.shape
-        t = input_ids.shape[1]
-        q_pos = torch.arange(t, device=ids.device) + past_len
-        allowed = (torch.arange(s, device=ids.device)[None, :] <= q_pos[:, None])[None] & (ids < self.gen_vocab_start)[:, None, :]
+        q_pos = torch.arange(input_ids.shape[1], device=ids.device) + past_len
+        causal = torch.arange(ids.shape[1], device=ids.device)[None, :] <= q_pos[:, None]
+        allowed = causal[None] & (ids < self.gen_vocab_start)[:, None, :]
         if key_mask is not None:
             allowed = allowed & key_mask[:, None, :]
         return self.copy(x, ids.clamp(max=self.text_vocab_size - 1), allowed)

@@ -90,8 +90,6 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     #: text tokens (``ar.TextCopy``; digit 0 is the colour of a ``colour-structure`` VQ); None: no pointer
     gen_copy_digit: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
     gen_copy_dim: int = attrs.field(default=32, validator=_ge1)
-    #: in training, the share of rows whose ``gen_copy_digit`` head logits are dropped (pointer alone)
-    gen_copy_dropout: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)])
 
     def __attrs_post_init__(self) -> None:
         if self.gen_copy_digit is not None and self.gen_head != "factorized":
