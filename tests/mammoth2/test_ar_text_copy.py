@@ -17,8 +17,9 @@ def _backbone(**overrides) -> Mammoth2AR:
     kwargs = dict(gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6), gen_copy_digit=0, gen_copy_dim=8)
     kwargs.update(overrides)
     model = tuskml.create("backbone", "mammoth2-ar", **kwargs).eval()
-    with torch.no_grad():  # values start small; make the pointer's part of the logits clearly visible
-        model.copy.value.weight.normal_(0.0, 1.0)
+    with torch.no_grad():  # values start at zero; make the pointer's part of the logits clearly visible
+        if model.copy.value is not None:
+            model.copy.value.weight.normal_(0.0, 1.0)
         model.copy.value_prev.weight.normal_(0.0, 1.0)
         model.copy.key.weight.normal_(0.0, 1.0)
     return model
@@ -37,8 +38,9 @@ def _digits(model: Mammoth2AR, logits: torch.Tensor) -> tuple[torch.Tensor, torc
     return gen[..., :, 0], gen[..., 0, :]
 
 
-def test_the_pointer_adds_to_its_digit_only_and_matches_its_definition():
-    model = _backbone()
+@pytest.mark.parametrize("values", ["token-and-previous", "previous"])
+def test_the_pointer_adds_to_its_digit_only_and_matches_its_definition(values):
+    model = _backbone(gen_copy_values=values)
     ids = _ids(model, 2, 5, 4)
     with torch.no_grad():
         out = model(ids, output_hidden_states=True)
@@ -54,8 +56,10 @@ def test_the_pointer_adds_to_its_digit_only_and_matches_its_definition():
                 keys = copy.key(ids[row, :5])
                 scores = torch.cat((q[row, i] @ copy.null_key[None].T, q[row, i] @ keys.T)) * copy.dim ** -0.5
                 w = scores.softmax(-1)[1:]
-                prev = torch.cat((ids[row, :1], ids[row, :4]))
-                want = w @ (copy.value(ids[row, :5]) + copy.value_prev(prev)) * copy.value_gain
+                prev = copy.value_prev(ids[row, :4])  # the first token has no predecessor
+                prev = torch.cat((torch.zeros_like(prev[:1]), prev))
+                own = copy.value(ids[row, :5]) if values == "token-and-previous" else 0.0
+                want = w @ (own + prev) * copy.value_gain
                 delta = (got_a[row, i] - got_b[row, i, :1]) - a[row, i]
                 torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
 
@@ -72,7 +76,9 @@ def test_hidden_and_later_text_tokens_are_not_read():
         mask = torch.ones_like(ids, dtype=torch.bool)
         mask[0, 2] = False
         hidden = model(ids, attention_mask=mask, output_hidden_states=True)
-        model.copy.value.weight[ids[0, 2]] += 100.0  # a huge value on the hidden token
+        # huge values on the hidden token, as itself and as the predecessor of the visible token after it
+        model.copy.value.weight[ids[0, 2]] += 100.0
+        model.copy.value_prev.weight[ids[0, 2]] += 100.0
         again = model(ids, attention_mask=mask).logits
     torch.testing.assert_close(again, hidden.logits, atol=1e-4, rtol=1e-4)
 

@@ -203,7 +203,9 @@ class TextCopy(nn.Module):
     sum of ``value[id_j] + value_prev[id_{j-1}]``. Keys and values are tables on token ids, not hidden
     states, so "green" adds the same colour logits whatever shape it was paired with in training:
     the pointer can draw a colour-shape pair that no training prompt named. ``value_prev`` reads
-    the word before, so a shape word can carry the colour written just before it.
+    the word before, so a shape word can carry the colour written just before it. With
+    ``previous_only`` (``gen_copy_values = "previous"``) there is no ``value``: a word's own id never
+    brings logits, so a shape word cannot carry the colours seen with that shape.
 
     The tables start as N(0, 1) keys and zero values read through ``value_gain``: with the backbone's
     0.02-std initialisation and Adam's per-parameter step the attention stayed uniform and the values
@@ -212,31 +214,39 @@ class TextCopy(nn.Module):
 
     value_gain = 8.0
 
-    def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int):
+    def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int, previous_only: bool = False):
         super().__init__()
         self.dim = dim
+        self.previous_only = previous_only
         self.query = nn.Linear(hidden_size, dim, bias=False)
         self.key = nn.Embedding(text_vocab_size, dim)
         self.null_key = nn.Parameter(torch.zeros(dim))
-        self.value = nn.Embedding(text_vocab_size, out_size)
+        self.value = None if previous_only else nn.Embedding(text_vocab_size, out_size)
         self.value_prev = nn.Embedding(text_vocab_size, out_size)
 
     def reset_tables(self) -> None:
         nn.init.normal_(self.key.weight, std=1.0)
-        nn.init.zeros_(self.value.weight)
         nn.init.zeros_(self.value_prev.weight)
+        if self.value is not None:
+            nn.init.zeros_(self.value.weight)
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """``x [B, T, D]`` queries; ``ids [B, S]`` text ids of all keys (clamped into the text
-        vocabulary; ``S >= T``, the last ``T`` are the queries' own tokens); ``allowed [B, T, S]``
-        which keys each query may read. Returns logits ``[B, T, out_size]``."""
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, D]`` queries; ``ids [B, S]`` ids of all keys (clamped into the text vocabulary;
+        ``S >= T``, the last ``T`` are the queries' own tokens); ``visible [B, S]`` the visible text
+        tokens; ``allowed [B, T, S]`` which keys each query may read (visible, not later than itself).
+        Returns logits ``[B, T, out_size]``. A token whose predecessor is not visible text reads no
+        ``value_prev``."""
         prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
+        prev_ok = torch.cat((torch.zeros_like(visible[:, :1]), visible[:, :-1]), dim=1)
         q = self.query(x)
         scores = q @ self.key(ids).transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
         weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
-        values = (self.value(ids) + self.value_prev(prev)) * self.value_gain
+        values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
+        if self.value is not None:
+            values = values + self.value(ids)
+        values = values * self.value_gain
         return weights @ values.to(weights.dtype)
 
 
@@ -282,8 +292,8 @@ class Mammoth2AR(nn.Module):
                     f"gen_copy_digit={config.gen_copy_digit} names no digit of the generation tokens "
                     f"(gen_factors {self.gen_factors}); it needs gen_head = 'factorized' and a digit below {len(self.gen_factors)}"
                 )
-            self.copy = TextCopy(config.hidden_size, config.text_vocab_size,
-                                 self.gen_factors[config.gen_copy_digit], config.gen_copy_dim)
+            self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
+                                 config.gen_copy_dim, previous_only=config.gen_copy_values == "previous")
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
         if config.tie_text_embeddings:
@@ -365,10 +375,10 @@ class Mammoth2AR(nn.Module):
             cache.token_ids = ids
         q_pos = torch.arange(input_ids.shape[1], device=ids.device) + past_len
         causal = torch.arange(ids.shape[1], device=ids.device)[None, :] <= q_pos[:, None]
-        allowed = causal[None] & (ids < self.gen_vocab_start)[:, None, :]
+        visible = ids < self.gen_vocab_start
         if key_mask is not None:
-            allowed = allowed & key_mask[:, None, :]
-        return self.copy(x, ids.clamp(max=self.text_vocab_size - 1), allowed)
+            visible = visible & key_mask
+        return self.copy(x, ids.clamp(max=self.text_vocab_size - 1), visible, causal[None] & visible[:, None, :])
 
     # --- forward -------------------------------------------------------------------------------------
 

@@ -90,6 +90,8 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     #: text tokens (``ar.TextCopy``; digit 0 is the colour of a ``colour-structure`` VQ); None: no pointer
     gen_copy_digit: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
     gen_copy_dim: int = attrs.field(default=32, validator=_ge1)
+    #: what a pointed-at text token j brings: its own value plus its predecessor's, or the predecessor's only
+    gen_copy_values: Literal["token-and-previous", "previous"] = "token-and-previous"
 
     def __attrs_post_init__(self) -> None:
         if self.gen_copy_digit is not None and self.gen_head != "factorized":
