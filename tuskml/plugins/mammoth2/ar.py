@@ -217,7 +217,6 @@ class TextCopy(nn.Module):
     def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int, previous_only: bool = False):
         super().__init__()
         self.dim = dim
-        self.previous_only = previous_only
         self.query = nn.Linear(hidden_size, dim, bias=False)
         self.key = nn.Embedding(text_vocab_size, dim)
         self.null_key = nn.Parameter(torch.zeros(dim))
