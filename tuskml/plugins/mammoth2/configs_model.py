@@ -97,6 +97,11 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the question ("is there a red triangle?") instead of the question tokens searching a
     # question-blind image
     question_first: bool = False
+    # edits: the source also enters as ViT tokens, right after the instruction (``[bos] instruction
+    # [image_start] ViT tokens [image_end] source codes ...``), so an edit finds the object it names
+    # the way a question-first understanding row does: each ViT token sees the instruction. The
+    # source's discrete codes still follow (they are what the target copies). Needs a vision_encoder
+    edit_source_vit: bool = False
     # understanding: before answering a question the AR describes the image (the sample's ``plan``;
     # the shapes world's lists the objects of the asked shape, "a red triangle at top left and a blue
     # triangle at bottom right"), then writes " . " and the answer; ``Mammoth2Pipeline.ask`` returns

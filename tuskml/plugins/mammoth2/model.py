@@ -169,6 +169,9 @@ class Mammoth2Model(nn.Module):
             self.vision_encoder = tuskml.create("backbones", vit_cfg)
             self.projector = _projector(int(self.vision_encoder.feature_dim), hidden, config.projector_depth)
             num_placeholders = int(self.vision_encoder.num_tokens)
+        elif config.edit_source_vit:
+            raise ConfigError("edit_source_vit = true shows an edit's source to the AR as ViT tokens, but this "
+                              "config has no vision_encoder; add one (e.g. [vision_encoder] type = \"timm-vit\")")
 
         self.codec = tuskml.create("codecs", config.codec)
         latent_channels = int(self.codec.latent_channels)
@@ -194,7 +197,7 @@ class Mammoth2Model(nn.Module):
                                    decoder=decoder_cfg, aligner=aligner_cfg)
         self.layout = TokenLayout(special=special, gen_vocab_start=int(self.backbone.gen_vocab_start),
                                   codebook_size=codebook_size, grid=grid, num_placeholders=num_placeholders,
-                                  question_first=config.question_first)
+                                  question_first=config.question_first, edit_vit=config.edit_source_vit)
         self.source_hints: nn.Embedding | None = None
         self.hint_factors: tuple[int, ...] = ()
         if config.source_hints:
@@ -290,8 +293,10 @@ class Mammoth2Model(nn.Module):
             has_target.append(is_gen)
             sources.append(s.source if isinstance(s, EditSample) else blank)
             has_source.append(isinstance(s, EditSample))
-            und.append(s.image if isinstance(s, UnderstandingSample) else blank)
-            has_und.append(isinstance(s, UnderstandingSample))
+            # the ViT's image: the asked-about one, or (edit_source_vit) an edit's source
+            vit_image = isinstance(s, UnderstandingSample) or (isinstance(s, EditSample) and self.config.edit_source_vit)
+            und.append(s.source if isinstance(s, EditSample) and vit_image else s.image if vit_image else blank)
+            has_und.append(vit_image)
         batch = collate(seqs, self.special.pad, padding_side="right")
         out = {
             "input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "roles": batch.roles,
@@ -323,7 +328,8 @@ class Mammoth2Model(nn.Module):
                          understanding_images: torch.Tensor | None = None,
                          has_understanding: torch.Tensor | None = None) -> torch.Tensor | None:
         """Token embeddings with ViT features (projected) at the image_placeholder slots, or None when
-        the batch has no understanding image (the backbone then embeds the ids itself)."""
+        the batch has no ViT image (the backbone then embeds the ids itself). ``understanding_images``
+        are the asked-about images, or with ``edit_source_vit`` an edit row's source."""
         if understanding_images is None or has_understanding is None or not bool(has_understanding.any()):
             return None
         if self.vision_encoder is None or self.projector is None:
@@ -335,7 +341,7 @@ class Mammoth2Model(nn.Module):
         per_row = slots.sum(-1)
         if bool((per_row != feats.shape[1]).any()):
             raise SequenceError(
-                f"understanding rows have {per_row.tolist()} image_placeholder slots but the vision encoder makes "
+                f"ViT rows have {per_row.tolist()} image_placeholder slots but the vision encoder makes "
                 f"{feats.shape[1]} tokens per image"
             )
         row_embeds = embeds[rows]

@@ -284,8 +284,9 @@ class Mammoth2Pipeline:
 
     def sample_visual_tokens(self, batch: TokenBatch, hidden: torch.Tensor | None, *, guidance: float,
                              temperature: float, top_k: int | None, top_p: float | None,
-                             generator: torch.Generator) -> torch.Tensor:
-        """Prompts ending in ``[image_start]`` (left-padded) -> generated ids ``Long[B, h*(w+1)]``."""
+                             generator: torch.Generator, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompts ending in ``[image_start]`` (left-padded) -> generated ids ``Long[B, h*(w+1)]``.
+        ``inputs_embeds``: the prompts' embeddings when they hold ViT tokens (:meth:`_vit_embeddings`)."""
         layout = self.model.layout
         start, stop = layout.gen_vocab_start, layout.gen_vocab_start + layout.codebook_size
         eol = layout.special.eol
@@ -297,15 +298,26 @@ class Mammoth2Pipeline:
             return start + sample_next(visual, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
         tokens = list(self._decode_loop(batch, hidden, steps=layout.generated_length, guidance=guidance,
-                                        choose=choose, image_tokens=True))
+                                        choose=choose, image_tokens=True, inputs_embeds=inputs_embeds))
         return torch.stack(tokens, dim=1)
 
     # --- stage 2: condition + DiT ----------------------------------------------------------------------
 
-    def _conditions(self, batch: TokenBatch, generated: torch.Tensor,
-                    branches: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _vit_embeddings(self, input_ids: torch.Tensor, roles: torch.Tensor,
+                        images: torch.Tensor | None) -> torch.Tensor | None:
+        """Embeddings of ``input_ids`` with ``images`` (one per row, or per row of a stack of
+        branches) as ViT tokens at their placeholders; None when ``images`` is None (ids only)."""
+        if images is None:
+            return None
+        reps = input_ids.shape[0] // images.shape[0]
+        rows = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self.model.input_embeddings(input_ids, roles, images.repeat(reps, 1, 1, 1), rows)
+
+    def _conditions(self, batch: TokenBatch, generated: torch.Tensor, branches: Sequence[torch.Tensor],
+                    vit_images: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Re-encode prompt + generated tokens once per branch (rows stacked) and run the aligner.
-        ``branches``: Bool[B, T_prompt] masks of positions hidden in that branch."""
+        ``branches``: Bool[B, T_prompt] masks of positions hidden in that branch; ``vit_images``: the
+        images behind the prompts' ViT placeholders (edits with ``edit_source_vit``)."""
         model = self.model
         s = model.special
         b = generated.shape[0]
@@ -322,7 +334,8 @@ class Mammoth2Pipeline:
         hints = (model.source_hint_ids(ids.repeat(n, 1), roles.repeat(n, 1), all_visible)
                  if model.source_hints is not None else None)
         out = model.run_backbone(ids.repeat(n, 1), all_visible, position_ids=positions_from_mask(pad_mask).repeat(n, 1),
-                                 output_hidden_states=True, source_hints=hints)
+                                 output_hidden_states=True, source_hints=hints,
+                                 inputs_embeds=self._vit_embeddings(ids.repeat(n, 1), roles.repeat(n, 1), vit_images))
         cond, mask = model.condition(out.hidden_states, roles.repeat(n, 1), torch.cat(visibles))
         return [(cond[i * b:(i + 1) * b], mask[i * b:(i + 1) * b]) for i in range(n)]
 
@@ -442,10 +455,11 @@ class Mammoth2Pipeline:
         return GenerationResult(images, pixels, codes, plan_pixels, scene_plans)
 
     def _scene_plans(self, prompts: list[tuple[list[int], list[Role]]], *, max_tokens: int, temperature: float,
-                     top_k: int | None, top_p: float | None, generator: torch.Generator) -> list[list[int]]:
+                     top_k: int | None, top_p: float | None, generator: torch.Generator,
+                     vit_images: torch.Tensor | None = None) -> list[list[int]]:
         """Each prompt's scene plan: text ids written after the prompt (``TokenLayout.plan_prompt`` /
         ``edit_plan_prompt``) up to the ``[image_start]`` that ends it (special tokens other than that
-        one are never sampled)."""
+        one are never sampled). ``vit_images``: the images behind the prompts' ViT placeholders."""
         if max_tokens < 1:
             raise Mammoth2InputError(f"max_plan_tokens must be >= 1, got {max_tokens}")
         check_sampling_args(temperature, top_k, top_p)
@@ -466,7 +480,9 @@ class Mammoth2Pipeline:
 
         written: list[torch.Tensor] = []
         with self._autocast():
-            for token in self._decode_loop(batch, None, steps=max_tokens, guidance=1.0, choose=choose):
+            embeds = self._vit_embeddings(batch.input_ids, batch.roles, vit_images)
+            for token in self._decode_loop(batch, None, steps=max_tokens, guidance=1.0, choose=choose,
+                                           inputs_embeds=embeds):
                 written.append(token)
                 if bool(done.all()):
                     break
@@ -498,11 +514,12 @@ class Mammoth2Pipeline:
         tok = model.text_tokenizer
         instruction_ids = [tok.encode(ins) for ins in instructions]
         g = self._generator(seed)
+        vit_src = src if model.config.edit_source_vit else None  # the source as ViT tokens too
         plans: list[list[int]] | None = None
         if model.config.scene_plan:  # the target's scene, written after the instruction and the source
             plans = self._scene_plans([model.layout.edit_plan_prompt(c, i) for c, i in zip(codes, instruction_ids)],
                                       max_tokens=max_plan_tokens, temperature=plan_temperature, top_k=top_k,
-                                      top_p=top_p, generator=g)
+                                      top_p=top_p, generator=g, vit_images=vit_src)
         batch = collate([model.layout.edit(c, i, plan_ids=plans[k] if plans else None)
                          for k, (c, i) in enumerate(zip(codes, instruction_ids))],
                         model.special.pad, padding_side="left").to(self.device)
@@ -511,10 +528,12 @@ class Mammoth2Pipeline:
         no_text_no_source = dropped_mask(batch.roles, rows, rows)
         with self._autocast():
             generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
-                                                  top_k=top_k, top_p=top_p, generator=g)
+                                                  top_k=top_k, top_p=top_p, generator=g,
+                                                  inputs_embeds=self._vit_embeddings(batch.input_ids, batch.roles, vit_src))
             plan = self._plan_refs(generated)
             ref = (plan or []) + [model.encode_latents(src)]
-            conditions = self._conditions(batch, generated, [torch.zeros_like(no_text), no_text, no_text_no_source])
+            conditions = self._conditions(batch, generated, [torch.zeros_like(no_text), no_text, no_text_no_source],
+                                          vit_src)
             pixels = self._render(conditions, [ref, ref, plan], [image_guidance, text_guidance],
                                   steps=steps, cfg_range=cfg_range, shift=shift, generator=g)
         out = to_pil(pixels)
@@ -558,8 +577,7 @@ class Mammoth2Pipeline:
 
         answers: list[torch.Tensor] = []
         with self._autocast():
-            embeds = model.input_embeddings(batch.input_ids, batch.roles, pixels,
-                                            torch.ones(len(images), dtype=torch.bool, device=self.device))
+            embeds = self._vit_embeddings(batch.input_ids, batch.roles, pixels)
             for token in self._decode_loop(batch, None, steps=max_new_tokens, guidance=1.0, choose=choose,
                                            inputs_embeds=embeds):
                 answers.append(token)

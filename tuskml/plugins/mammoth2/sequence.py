@@ -98,6 +98,7 @@ class TokenLayout:
     grid: tuple[int, int]  # (h, w) of the visual token grid
     num_placeholders: int = 0  # ViT tokens per understanding image
     question_first: bool = False  # understanding: the question before the image (Mammoth2Config)
+    edit_vit: bool = False  # edits: ViT placeholders of the source after the instruction (edit_source_vit)
 
     @property
     def image_length(self) -> int:
@@ -189,22 +190,32 @@ class TokenLayout:
         return self._plan_and_target(*self.edit_plan_prompt(source_codes, instruction_ids), codes, plan_ids)
 
     def edit_plan_prompt(self, source_codes: torch.Tensor, instruction_ids: Sequence[int]) -> tuple[list[int], list[Role]]:
-        """``[bos] instruction [source image]``: what an edit's scene plan is written after."""
+        """``[bos] instruction [source image]``: what an edit's scene plan is written after. With
+        ``edit_vit`` the source's ViT placeholders come first: ``[bos] instruction [image_start]
+        placeholders [image_end] [source image]``; they belong to the source (CFG hides them with it)."""
         src = [self.special.image_start, *self.image_rows(source_codes), self.special.eof, self.special.image_end]
-        ids = [self.special.bos, *instruction_ids, *src]
-        roles = ([Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(instruction_ids) + [Role.PROMPT_SPECIAL]
-                 + [Role.SOURCE_IMAGE] * (len(src) - 2) + [Role.PROMPT_SPECIAL])
+        ids = [self.special.bos, *instruction_ids]
+        roles = [Role.PROMPT_SPECIAL] + [Role.PROMPT_TEXT] * len(instruction_ids)
+        if self.edit_vit:
+            vit_ids, vit_roles = self._placeholder_block()
+            ids, roles = ids + vit_ids, roles + vit_roles
+        ids += src
+        roles += [Role.PROMPT_SPECIAL] + [Role.SOURCE_IMAGE] * (len(src) - 2) + [Role.PROMPT_SPECIAL]
         return ids, roles
+
+    def _placeholder_block(self) -> tuple[list[int], list[Role]]:
+        """``[image_start] placeholders [image_end]``: where the model puts an image's ViT features."""
+        if self.num_placeholders <= 0:
+            raise SequenceError("this model has no vision encoder: ViT image blocks need image placeholders")
+        ids = [self.special.image_start, *[self.special.image_placeholder] * self.num_placeholders,
+               self.special.image_end]
+        return ids, [Role.PROMPT_SPECIAL] + [Role.PLACEHOLDER] * self.num_placeholders + [Role.PROMPT_SPECIAL]
 
     def understanding(self, question_ids: Sequence[int],
                       answer_ids: Sequence[int] | None = None) -> tuple[list[int], list[Role]]:
         """``[bos] [image_start] placeholders [image_end] question answer [eos]``; with
         ``question_first``, ``[bos] question [image_start] placeholders [image_end] answer [eos]``."""
-        if self.num_placeholders <= 0:
-            raise SequenceError("this model has no vision encoder: understanding samples need image placeholders")
-        image = [self.special.image_start, *[self.special.image_placeholder] * self.num_placeholders,
-                 self.special.image_end]
-        image_roles = [Role.PROMPT_SPECIAL] + [Role.PLACEHOLDER] * self.num_placeholders + [Role.PROMPT_SPECIAL]
+        image, image_roles = self._placeholder_block()
         question, question_roles = list(question_ids), [Role.PROMPT_TEXT] * len(question_ids)
         if self.question_first:
             ids = [self.special.bos, *question, *image]
@@ -284,7 +295,8 @@ def visual_mask(roles: torch.Tensor) -> torch.Tensor:
 
 def dropped_mask(roles: torch.Tensor, drop_text: torch.Tensor, drop_source: torch.Tensor) -> torch.Tensor:
     """Positions an unconditional branch hides: the user's text and a scene plan (per row
-    ``drop_text``) and, per row ``drop_source``, the source image of an edit. Both flags are Bool[B]."""
+    ``drop_text``) and, per row ``drop_source``, the source image of an edit (its codes and, with
+    ``edit_source_vit``, its ViT tokens). Both flags are Bool[B]; only edit rows may drop a source."""
     text = _isin(roles, TEXT_ROLES) & drop_text[:, None]
-    source = (roles == int(Role.SOURCE_IMAGE)) & drop_source[:, None]
+    source = _isin(roles, (Role.SOURCE_IMAGE, Role.PLACEHOLDER)) & drop_source[:, None]
     return text | source
