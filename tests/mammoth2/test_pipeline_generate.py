@@ -36,7 +36,8 @@ def test_image_slots_number_each_image_block():
     codes = torch.zeros(8, 8, dtype=torch.long)
     ids, _ = lay.edit(codes, model.text_tokenizer.encode("make the red circle blue"), codes)
     slots = model.image_slots(torch.tensor([ids]))[0].tolist()
-    source_start, target_start = [i for i, t in enumerate(ids) if t == s.image_start]
+    *vit_start, source_start, target_start = [i for i, t in enumerate(ids) if t == s.image_start]
+    assert len(vit_start) == int(lay.edit_vit)  # the source's ViT block (edit_source_vit) gets no slots
     block = list(range(lay.generated_length + 1))  # codes with eols, then eof
     assert slots[source_start + 1:source_start + 2 + lay.generated_length] == block
     assert slots[target_start + 1:target_start + 2 + lay.generated_length] == block

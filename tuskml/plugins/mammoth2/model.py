@@ -294,9 +294,10 @@ class Mammoth2Model(nn.Module):
             sources.append(s.source if isinstance(s, EditSample) else blank)
             has_source.append(isinstance(s, EditSample))
             # the ViT's image: the asked-about one, or (edit_source_vit) an edit's source
-            vit_image = isinstance(s, UnderstandingSample) or (isinstance(s, EditSample) and self.config.edit_source_vit)
-            und.append(s.source if isinstance(s, EditSample) and vit_image else s.image if vit_image else blank)
-            has_und.append(vit_image)
+            vit_image = (s.image if isinstance(s, UnderstandingSample) else
+                         s.source if isinstance(s, EditSample) and self.config.edit_source_vit else None)
+            und.append(blank if vit_image is None else vit_image)
+            has_und.append(vit_image is not None)
         batch = collate(seqs, self.special.pad, padding_side="right")
         out = {
             "input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "roles": batch.roles,

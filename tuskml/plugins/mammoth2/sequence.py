@@ -96,7 +96,7 @@ class TokenLayout:
     gen_vocab_start: int
     codebook_size: int
     grid: tuple[int, int]  # (h, w) of the visual token grid
-    num_placeholders: int = 0  # ViT tokens per understanding image
+    num_placeholders: int = 0  # ViT tokens per image (understanding, and edits with edit_vit)
     question_first: bool = False  # understanding: the question before the image (Mammoth2Config)
     edit_vit: bool = False  # edits: ViT placeholders of the source after the instruction (edit_source_vit)
 
