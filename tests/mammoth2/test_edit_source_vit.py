@@ -39,8 +39,8 @@ def test_edit_rows_read_instruction_vit_tokens_source_plan_target(model):
     ids = batch["input_ids"][0]
     assert ids[min(vit) - 1] == model.special.image_start and ids[max(vit) + 1] == model.special.image_end
     # without the option an edit row has no placeholder and no ViT image
-    plain = Mammoth2Model(load_preset("tiny", edit_source_vit=False)).make_batch([EditSample(_image(0), "remove the red circle", _image(1),
-                                                                      plan=PLAN)])
+    plain_model = Mammoth2Model(load_preset("tiny", edit_source_vit=False))
+    plain = plain_model.make_batch([EditSample(_image(0), "remove the red circle", _image(1), plan=PLAN)])
     assert not _positions(plain["roles"][0], Role.PLACEHOLDER) and not bool(plain["has_understanding"][0])
 
 
