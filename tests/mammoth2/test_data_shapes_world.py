@@ -165,3 +165,36 @@ def test_image_samples_carry_a_colourless_plan_of_their_target(edit_plan):
                 assert not set(plan.split()) & set(COLOURS)
                 assert all(p not in plan for p in ds.config.heldout_pairs)  # in either split
 
+
+
+def test_phrase_plans_copy_the_prompt_in_its_order_with_each_cell():
+    from tuskml.plugins.mammoth2.shapes_scene import relation_holds
+
+    for split in ("train", "heldout"):
+        ds = ShapesWorld(ShapesWorldConfig(split=split, task="t2i", t2i_plan="phrases"))
+        for cat in GENEVAL_CATEGORIES:
+            for i in range(12):
+                s = ds.sample(i, kind=cat)
+                plan = s.to_model_sample().plan
+                parts = plan.replace(" and ", ", ").split(", ")
+                assert len(parts) == len(s.scene.objects)
+                phrases = [p.rsplit(" at ", 1) for p in parts]
+                objs = [next(o for o in s.scene.objects if CELLS[o.cell] == cell) for _, cell in phrases]
+                assert len({o.cell for o in objs}) == len(objs)  # each object once
+                if cat != "counting":  # the prompt's phrases, verbatim and in its order
+                    assert [p for p, _ in phrases] == [spec.phrase for spec in s.prompt.objects]
+                assert all(spec.matches(o) for spec, o in zip(s.prompt.objects * len(objs), objs))
+                if cat == "position":
+                    assert relation_holds(objs[0], s.prompt.relation, objs[1])
+                if split == "train":
+                    assert all(p not in plan for p in ds.config.heldout_pairs)
+    # edits keep their colourless layout plan under this option
+    e = ShapesWorld(ShapesWorldConfig(task="edit", t2i_plan="phrases")).sample(0)
+    assert e.to_model_sample().plan == describe(e.scene, colours=False)
+
+
+def test_unknown_t2i_plan_is_rejected():
+    from tuskml.core.config import structure_config
+
+    with pytest.raises(tuskml.ConfigError, match="t2i_plan"):
+        structure_config({"t2i_plan": "colours"}, ShapesWorldConfig)

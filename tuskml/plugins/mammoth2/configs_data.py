@@ -89,3 +89,8 @@ class ShapesWorldConfig(tuskml.DatasetConfig):
     # probe (held out 0.42 / 0.42) and 11% cheaper, but in a joint 30-min run edits fell 0.27 -> 0.19
     # (remove 0.23 -> 0.06): the layout plan shares its skill with text-to-image plans
     edit_plan: Literal["layout", "cell"] = "layout"
+    # what a ``scene_plan`` model writes before a text-to-image target: "layout", each object's shape
+    # and cell in reading order ("a triangle at top left and a circle at ..."), or "phrases", the
+    # prompt's own phrases in the prompt's order, each with its cell ("a green triangle at bottom left
+    # and a yellow circle at top left" for "a green triangle below a yellow circle")
+    t2i_plan: Literal["layout", "phrases"] = "layout"

@@ -16,6 +16,7 @@ apart from the compositions.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import attrs
@@ -68,6 +69,7 @@ class ShapesSample:
     source_scene: Scene | None = None
     edit_cell: int | None = None
     edit_plan: str = "layout"
+    t2i_plan: str = "layout"
 
     @property
     def edit_region(self) -> np.ndarray | None:
@@ -80,7 +82,31 @@ class ShapesSample:
         :meth:`layout_plan`."""
         if self.edit_cell is not None and self.edit_plan == "cell":
             return f"at {CELLS[self.edit_cell]}"
+        if self.prompt is not None and self.t2i_plan == "phrases":
+            return self.phrase_plan()
         return self.layout_plan()
+
+    def phrase_plan(self) -> str:
+        """A text-to-image plan (``t2i_plan="phrases"``) that copies the prompt: its phrases in its order,
+        each followed by the cell it is drawn in (``a green triangle at bottom left and a yellow circle at
+        top left`` for "a green triangle below a yellow circle"; a count's objects in reading order).
+
+        The colour of a held-out pair is then copied from the phrase it is in, where the prompt's
+        order says which cell it belongs to: the reading-order :meth:`layout_plan` leaves the image
+        tokens to pair a cell's shape with a colour word, and they paired held-out shapes with the
+        other object's colour (a seen pair) in 38 of 55 held-out position prompts."""
+        assert self.prompt is not None
+        specs = self.prompt.objects
+        if self.prompt.category == "counting":
+            specs = specs * len(self.scene.objects)
+        for objs in itertools.permutations(self.scene.objects):
+            if all(s.matches(o) for s, o in zip(specs, objs)) and (
+                    self.prompt.category != "position" or relation_holds(objs[0], self.prompt.relation or "", objs[1])):
+                break
+        else:  # pragma: no cover - scene_for_prompt draws exactly the named objects
+            raise ShapesWorldError(f"internal: scene {self.scene} does not match {self.prompt.text!r}")
+        parts = [f"{s.phrase} at {CELLS[o.cell]}" for s, o in zip(specs, objs)]
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
     def layout_plan(self) -> str:
         """The text-to-image scene plan (and an edit's, with ``edit_plan="layout"``): each object's shape
@@ -311,7 +337,8 @@ class ShapesWorld:
         if task == "t2i":
             prompt = random_prompt(rng, kind)
             scene = scene_for_prompt(rng, prompt, j)
-            return ShapesSample("t2i", kind, prompt.text, render(scene, size), scene, prompt=prompt)
+            return ShapesSample("t2i", kind, prompt.text, render(scene, size), scene, prompt=prompt,
+                                t2i_plan=self.config.t2i_plan)
         if task == "edit":
             src, instruction, tgt, cell = random_edit(rng, kind, j)
             return ShapesSample("edit", kind, instruction, render(tgt, size), tgt, source=render(src, size),
