@@ -198,3 +198,15 @@ def test_unknown_t2i_plan_is_rejected():
 
     with pytest.raises(tuskml.ConfigError, match="t2i_plan"):
         structure_config({"t2i_plan": "colours"}, ShapesWorldConfig)
+
+
+def test_scene_edit_plans_caption_the_target():
+    for split in ("train", "heldout"):
+        ds = ShapesWorld(ShapesWorldConfig(split=split, task="edit", edit_plan="scene"))
+        for kind in EDIT_KINDS:
+            for i in range(8):
+                s = ds.sample(i, kind=kind)
+                plan = s.to_model_sample().plan
+                assert plan == describe(s.scene) and plan != describe(s.source_scene)
+                if split == "train":
+                    assert all(p not in plan for p in ds.config.heldout_pairs)

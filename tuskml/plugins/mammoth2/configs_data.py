@@ -87,8 +87,10 @@ class ShapesWorldConfig(tuskml.DatasetConfig):
     # what a ``scene_plan`` model writes before an edit's target: "layout", the target's layout ("a
     # triangle at top left and ..."), or "cell", the edited cell ("at top left"). Equal in an edit-only
     # probe (held out 0.42 / 0.42) and 11% cheaper, but in a joint 30-min run edits fell 0.27 -> 0.19
-    # (remove 0.23 -> 0.06): the layout plan shares its skill with text-to-image plans
-    edit_plan: Literal["layout", "cell"] = "layout"
+    # (remove 0.23 -> 0.06): the layout plan shares its skill with text-to-image plans; or "scene", the
+    # target's caption with colours ("a yellow triangle at bottom right"), which a removal writes by
+    # leaving out the phrase the instruction names
+    edit_plan: Literal["layout", "cell", "scene"] = "layout"
     # what a ``scene_plan`` model writes before a text-to-image target: "layout", each object's shape
     # and cell in reading order ("a triangle at top left and a circle at ..."), or "phrases", the
     # prompt's own phrases in the prompt's order, each with its cell ("a green triangle at bottom left

@@ -77,11 +77,14 @@ class ShapesSample:
         return None if self.edit_cell is None else cell_mask(self.edit_cell, self.image.shape[0])
 
     def scene_plan(self) -> str:
-        """What a ``scene_plan`` model writes before this sample's image: the edited cell (``at top
-        left``) for an edit with ``edit_plan="cell"`` (:attr:`ShapesWorldConfig.edit_plan`), else
-        :meth:`layout_plan`."""
+        """What a ``scene_plan`` model writes before this sample's image: for an edit, the edited cell
+        (``at top left``) with ``edit_plan="cell"`` (:attr:`ShapesWorldConfig.edit_plan`) or the target's
+        caption with ``edit_plan="scene"``; for text to image, :meth:`phrase_plan` with
+        ``t2i_plan="phrases"``; else :meth:`layout_plan`."""
         if self.edit_cell is not None and self.edit_plan == "cell":
             return f"at {CELLS[self.edit_cell]}"
+        if self.edit_cell is not None and self.edit_plan == "scene":
+            return describe(self.scene)
         if self.prompt is not None and self.t2i_plan == "phrases":
             return self.phrase_plan()
         return self.layout_plan()
