@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     parser.add_argument("--out", default="/tmp/mammoth2_tiny_run")
     parser.add_argument("--name", default="mammoth2_train_tiny")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed (initialisation, batches, noise) instead of the preset's: a replicate run")
     parser.add_argument("--reuse-run", action="store_true",
                         help="re-evaluate the finished run in --out (no training); keep the recorded untrained "
                              "baseline and machine load of the previous results file")
@@ -89,6 +91,8 @@ def main() -> None:
     from tuskml.plugins.mammoth2.train import model_config_of, train
 
     config = attrs.evolve(load_train_config(args.config), time_limit_minutes=args.minutes, progress=False)
+    if args.seed is not None:
+        config = attrs.evolve(config, seed=args.seed)
     run = pathlib.Path(args.out)
     settings = EvalSettings(per_category=args.per_category)
     previous = RESULTS / f"{args.name}.json"
@@ -114,7 +118,7 @@ def main() -> None:
     eval_s = time.perf_counter() - t1
 
     result = {
-        "config": args.config, "time_limit_minutes": args.minutes, "train_wall_s": wall, "eval_wall_s": eval_s,
+        "config": args.config, "seed": config.seed, "time_limit_minutes": args.minutes, "train_wall_s": wall, "eval_wall_s": eval_s,
         "steps_reached": summary["steps"], "steps_planned": summary["total_steps"],
         "stopped_early": summary["stopped_early"], "peak_memory_mb": summary["peak_memory_mb"],
         **joint_throughput(run),
@@ -136,7 +140,7 @@ def main() -> None:
     load_a = f"{load_after[0]:.1f}" if load_after else "?"
     md = [f"# mammoth2 `{args.config}` training run on this machine",
           "",
-          f"Budget {args.minutes} min; reached {summary['steps']} / {summary['total_steps']} steps "
+          f"Training seed {config.seed}. Budget {args.minutes} min; reached {summary['steps']} / {summary['total_steps']} steps "
           f"(stopped early: {summary['stopped_early']}) in {wall / 60:.1f} min. Joint phase "
           f"{result['joint_samples_per_s']:.2f} samples/s, VQ phase {result['tokenizer_images_per_s']:.1f} images/s, "
           f"peak memory {summary['peak_memory_mb']:.0f} MiB (process peak RSS). Load average before/after: "

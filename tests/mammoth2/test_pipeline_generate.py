@@ -311,3 +311,30 @@ def test_scene_plan_model_writes_a_plan_then_draws_after_it():
         plan_ids = torch.tensor(model.text_tokenizer.encode(plan))
         roles = batch["roles"][row]
         assert torch.equal(batch["input_ids"][row][roles == int(Role.PLAN)][:-1], plan_ids)  # then [image_start]
+
+
+def test_plan_guidance_weighs_the_prompt_against_a_branch_without_it():
+    pipe = Mammoth2Pipeline.from_preset("tiny", seed=0)
+    model = pipe.model
+    assert model.config.scene_plan
+    ids, roles = model.layout.plan_prompt(model.text_tokenizer.encode("a green triangle below a red circle"))
+    prompt_hidden = dropped_mask(torch.tensor([[int(r) for r in roles]]), torch.ones(1, dtype=torch.bool),
+                                 torch.zeros(1, dtype=torch.bool))[0].tolist()
+    banned = [i for i in attrs.astuple(model.special) if i != model.special.image_start]
+    scale, written = 3.0, []
+    with torch.no_grad():  # the reference: full forwards, the prompt hidden in one, the plan so far in neither
+        for _ in range(4):
+            seq = torch.tensor([ids + written])
+            full = torch.ones_like(seq, dtype=torch.bool)
+            hidden = torch.tensor([prompt_hidden + [False] * len(written)])
+            cond, uncond = (model.run_backbone(seq, vis, position_ids=positions_from_mask(full)).logits[0, -1]
+                            for vis in (full, full & ~hidden))
+            guided = (uncond + scale * (cond - uncond))[:model.layout.gen_vocab_start]
+            guided[banned] = float("-inf")
+            written.append(int(guided.argmax()))
+    assert model.special.image_start not in written  # an untrained model writes up to the limit
+    result = pipe.generate("a green triangle below a red circle", steps=1, plan_guidance=scale, max_plan_tokens=4,
+                           return_result=True)
+    assert model.text_tokenizer.encode(result.scene_plans[0]) == written
+    with pytest.raises(Mammoth2InputError, match="plan_guidance"):
+        pipe.generate("a red circle", plan_guidance=0.0)

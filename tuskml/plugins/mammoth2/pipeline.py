@@ -405,13 +405,15 @@ class Mammoth2Pipeline:
     def generate(self, prompts: str | Sequence[str], *, seed: int = 0, steps: int = 20, guidance: float = 4.0,
                  ar_guidance: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, cfg_range: tuple[float, float] = (0.0, 1.0),
-                 shift: float | None = None, plan_temperature: float = 0.0, max_plan_tokens: int = 64,
-                 return_result: bool = False) -> list[Any] | GenerationResult:
+                 shift: float | None = None, plan_temperature: float = 0.0, plan_guidance: float = 1.0,
+                 max_plan_tokens: int = 64, return_result: bool = False) -> list[Any] | GenerationResult:
         """Text to image for one prompt or a batch of prompts; returns PIL images (one per prompt).
 
         A ``scene_plan`` model first writes each prompt's scene as text (greedy unless
         ``plan_temperature`` > 0, at most ``max_plan_tokens``), then samples the image tokens after it;
-        ``return_result`` gives the written plans as ``scene_plans``.
+        ``return_result`` gives the written plans as ``scene_plans``. ``plan_guidance`` is a CFG scale on
+        the plan's words against a branch that does not see the prompt (only the plan written so far):
+        above 1 it weighs what the prompt says over the words the model expects anyway.
 
         ``ar_guidance`` is the CFG scale on the AR logits (reference: 7.0), ``guidance`` the DiT's;
         ``temperature=0`` samples the visual tokens greedily. ``cfg_range`` (in flow time, 0 = noise)
@@ -429,7 +431,8 @@ class Mammoth2Pipeline:
         plans: list[list[int]] | None = None
         if model.config.scene_plan:
             plans = self._scene_plans([model.layout.plan_prompt(p) for p in prompt_ids], max_tokens=max_plan_tokens,
-                                      temperature=plan_temperature, top_k=top_k, top_p=top_p, generator=g)
+                                      temperature=plan_temperature, top_k=top_k, top_p=top_p, generator=g,
+                                      guidance=plan_guidance)
         batch = collate([model.layout.generation(p, plan_ids=plans[i] if plans else None)
                          for i, p in enumerate(prompt_ids)], model.special.pad, padding_side="left").to(self.device)
         rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
@@ -456,12 +459,15 @@ class Mammoth2Pipeline:
 
     def _scene_plans(self, prompts: list[tuple[list[int], list[Role]]], *, max_tokens: int, temperature: float,
                      top_k: int | None, top_p: float | None, generator: torch.Generator,
-                     vit_images: torch.Tensor | None = None) -> list[list[int]]:
+                     vit_images: torch.Tensor | None = None, guidance: float = 1.0) -> list[list[int]]:
         """Each prompt's scene plan: text ids written after the prompt (``TokenLayout.plan_prompt`` /
         ``edit_plan_prompt``) up to the ``[image_start]`` that ends it (special tokens other than that
-        one are never sampled). ``vit_images``: the images behind the prompts' ViT placeholders."""
+        one are never sampled). ``vit_images``: the images behind the prompts' ViT placeholders.
+        ``guidance``: CFG against a branch where the prompt's text is hidden (its plan so far is not)."""
         if max_tokens < 1:
             raise Mammoth2InputError(f"max_plan_tokens must be >= 1, got {max_tokens}")
+        if guidance <= 0:
+            raise Mammoth2InputError(f"plan_guidance must be > 0 (1 = unguided), got {guidance}")
         check_sampling_args(temperature, top_k, top_p)
         model = self.model
         batch = collate(prompts, model.special.pad, padding_side="left").to(self.device)
@@ -481,7 +487,9 @@ class Mammoth2Pipeline:
         written: list[torch.Tensor] = []
         with self._autocast():
             embeds = self._vit_embeddings(batch.input_ids, batch.roles, vit_images)
-            for token in self._decode_loop(batch, None, steps=max_tokens, guidance=1.0, choose=choose,
+            rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
+            no_text = dropped_mask(batch.roles, rows, ~rows)
+            for token in self._decode_loop(batch, no_text, steps=max_tokens, guidance=guidance, choose=choose,
                                            inputs_embeds=embeds):
                 written.append(token)
                 if bool(done.all()):
