@@ -129,6 +129,12 @@ class GenerationResult:
     scene_plans: list[str] | None = None  # the scene each image was drawn from (``scene_plan`` models)
 
 
+def _text_hidden(roles: torch.Tensor, source: bool = False) -> torch.Tensor:
+    """What an unconditional branch hides in every row: the text (prompt, plan) and, with ``source``, an edit's source."""
+    every = torch.ones(roles.shape[0], dtype=torch.bool, device=roles.device)
+    return dropped_mask(roles, every, every if source else ~every)
+
+
 class Mammoth2Pipeline:
     """Inference around a :class:`Mammoth2Model` (see the module docstring).
 
@@ -435,8 +441,7 @@ class Mammoth2Pipeline:
                                       guidance=plan_guidance)
         batch = collate([model.layout.generation(p, plan_ids=plans[i] if plans else None)
                          for i, p in enumerate(prompt_ids)], model.special.pad, padding_side="left").to(self.device)
-        rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
-        no_text = dropped_mask(batch.roles, rows, ~rows)
+        no_text = _text_hidden(batch.roles)
         with self._autocast():
             generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
                                                   top_k=top_k, top_p=top_p, generator=g)
@@ -487,9 +492,7 @@ class Mammoth2Pipeline:
         written: list[torch.Tensor] = []
         with self._autocast():
             embeds = self._vit_embeddings(batch.input_ids, batch.roles, vit_images)
-            rows = torch.ones(len(prompts), dtype=torch.bool, device=self.device)
-            no_text = dropped_mask(batch.roles, rows, ~rows)
-            for token in self._decode_loop(batch, no_text, steps=max_tokens, guidance=guidance, choose=choose,
+            for token in self._decode_loop(batch, _text_hidden(batch.roles), steps=max_tokens, guidance=guidance, choose=choose,
                                            inputs_embeds=embeds):
                 written.append(token)
                 if bool(done.all()):
@@ -531,9 +534,8 @@ class Mammoth2Pipeline:
         batch = collate([model.layout.edit(c, i, plan_ids=plans[k] if plans else None)
                          for k, (c, i) in enumerate(zip(codes, instruction_ids))],
                         model.special.pad, padding_side="left").to(self.device)
-        rows = torch.ones(len(images), dtype=torch.bool, device=self.device)
-        no_text = dropped_mask(batch.roles, rows, ~rows)
-        no_text_no_source = dropped_mask(batch.roles, rows, rows)
+        no_text = _text_hidden(batch.roles)
+        no_text_no_source = _text_hidden(batch.roles, source=True)
         with self._autocast():
             generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
                                                   top_k=top_k, top_p=top_p, generator=g,

@@ -100,8 +100,11 @@ def describe(scene: Scene, *, colours: bool = True) -> str:
     square at bottom right``; ``nothing`` for an empty scene. ``colours=False`` leaves the colours
     out (``a circle at top left and a square at bottom right``): the layout alone."""
     parts = [f"a {o.name if colours else o.shape} at {CELLS[o.cell]}" for o in scene.objects]
-    if not parts:
-        return "nothing"
+    return join_phrases(parts) if parts else "nothing"
+
+
+def join_phrases(parts: list[str]) -> str:
+    """``a, b and c``: how a caption or plan lists its objects."""
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 

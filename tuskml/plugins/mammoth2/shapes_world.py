@@ -41,6 +41,7 @@ from tuskml.plugins.mammoth2.shapes_scene import (
     ShapesWorldError,
     T2IPrompt,
     describe,
+    join_phrases,
     plural,
     relation_holds,
 )
@@ -108,8 +109,7 @@ class ShapesSample:
                 break
         else:  # pragma: no cover - scene_for_prompt draws exactly the named objects
             raise ShapesWorldError(f"internal: scene {self.scene} does not match {self.prompt.text!r}")
-        parts = [f"{s.phrase} at {CELLS[o.cell]}" for s, o in zip(specs, objs)]
-        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return join_phrases([f"{s.phrase} at {CELLS[o.cell]}" for s, o in zip(specs, objs)])
 
     def layout_plan(self) -> str:
         """The text-to-image scene plan (and an edit's, with ``edit_plan="layout"``): each object's shape
