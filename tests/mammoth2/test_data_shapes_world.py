@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 
@@ -210,3 +211,23 @@ def test_scene_edit_plans_caption_the_target():
                 assert plan == describe(s.scene) and plan != describe(s.source_scene)
                 if split == "train":
                     assert all(p not in plan for p in ds.config.heldout_pairs)
+
+
+def test_train_same_shape_names_one_shape_twice_in_train_prompts_only():
+    base = ShapesWorld(ShapesWorldConfig(task="t2i"))
+    same = ShapesWorld(ShapesWorldConfig(task="t2i", train_same_shape=1.0))
+    for cat in ("position", "color_attr"):
+        for i in range(10):
+            p = same.sample(i, kind=cat).prompt
+            assert p.objects[0].shape == p.objects[1].shape and p.objects[0].colour != p.objects[1].colour
+            assert same.sample(i, kind=cat).prompt.satisfied_by(same.sample(i, kind=cat).scene)
+            q = base.sample(i, kind=cat).prompt
+            assert q.objects[0].shape != q.objects[1].shape
+    for kind in ("colors", "two_object"):  # other categories draw as before
+        assert same.sample(3, kind=kind).text == base.sample(3, kind=kind).text
+    held = ShapesWorldConfig(task="t2i", split="heldout")
+    assert ([ShapesWorld(held).sample(i, kind="position").text for i in range(10)]
+            == [ShapesWorld(attrs.evolve(held, train_same_shape=1.0)).sample(i, kind="position").text for i in range(10)])
+    with pytest.raises(tuskml.ConfigError, match="train_same_shape"):
+        from tuskml.core.config import structure_config
+        structure_config({"train_same_shape": 1.5}, ShapesWorldConfig)

@@ -96,3 +96,7 @@ class ShapesWorldConfig(tuskml.DatasetConfig):
     # prompt's own phrases in the prompt's order, each with its cell ("a green triangle at bottom left
     # and a yellow circle at top left" for "a green triangle below a yellow circle")
     t2i_plan: Literal["layout", "phrases"] = "layout"
+    # train split only (the held-out benchmark stays as it is): the share of colour-attribution and
+    # position prompts that name one shape twice ("a red circle left of a blue circle"), where a
+    # colour can be bound to its object by the prompt's word order alone, not by which pairs were seen
+    train_same_shape: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)])

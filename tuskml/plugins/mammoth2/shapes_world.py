@@ -167,8 +167,10 @@ def _choice(rng: np.random.Generator, items: Any) -> Any:
     return items[int(rng.integers(len(items)))]
 
 
-def random_prompt(rng: np.random.Generator, category: str) -> T2IPrompt:
-    """A prompt of ``category`` with uniformly drawn shapes, colours, counts and relations."""
+def random_prompt(rng: np.random.Generator, category: str, same_shape: float = 0.0) -> T2IPrompt:
+    """A prompt of ``category`` with uniformly drawn shapes, colours, counts and relations. Two named
+    objects have different shapes, except that with probability ``same_shape`` a colour-attribution or
+    position prompt names one shape twice ("a red circle left of a blue circle")."""
     if category == "single_object":
         return T2IPrompt(category, (ObjectSpec(_choice(rng, SHAPES)),))
     if category == "colors":
@@ -179,6 +181,8 @@ def random_prompt(rng: np.random.Generator, category: str) -> T2IPrompt:
     if category == "two_object":
         return T2IPrompt(category, (ObjectSpec(SHAPES[a]), ObjectSpec(SHAPES[b])))
     ca, cb = rng.permutation(len(COLOURS))[:2]
+    if same_shape > 0 and rng.random() < same_shape:  # no draw at 0: the default stream stays as it was
+        b = a
     objects = (ObjectSpec(SHAPES[a], COLOURS[ca]), ObjectSpec(SHAPES[b], COLOURS[cb]))
     if category == "color_attr":
         return T2IPrompt(category, objects)
@@ -338,7 +342,8 @@ class ShapesWorld:
     def _draw(self, rng: np.random.Generator, task: str, kind: str) -> ShapesSample:
         j, size = self.config.size_jitter, self.config.image_size
         if task == "t2i":
-            prompt = random_prompt(rng, kind)
+            same = self.config.train_same_shape if self.config.split == "train" else 0.0
+            prompt = random_prompt(rng, kind, same)
             scene = scene_for_prompt(rng, prompt, j)
             return ShapesSample("t2i", kind, prompt.text, render(scene, size), scene, prompt=prompt,
                                 t2i_plan=self.config.t2i_plan)
