@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tuskml
+from tuskml.core.config import structure_config
 from tuskml.plugins.mammoth2.configs_data import (
     CELLS,
     COLOURS,
@@ -16,7 +17,7 @@ from tuskml.plugins.mammoth2.configs_data import (
     SHAPES,
     ShapesWorldConfig,
 )
-from tuskml.plugins.mammoth2.shapes_scene import Scene, ShapeObject, ShapesWorldError, describe
+from tuskml.plugins.mammoth2.shapes_scene import Scene, ShapeObject, ShapesWorldError, describe, relation_holds
 from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
 from tuskml.testing import check_component
 
@@ -167,10 +168,7 @@ def test_image_samples_carry_a_colourless_plan_of_their_target(edit_plan):
                 assert all(p not in plan for p in ds.config.heldout_pairs)  # in either split
 
 
-
 def test_phrase_plans_copy_the_prompt_in_its_order_with_each_cell():
-    from tuskml.plugins.mammoth2.shapes_scene import relation_holds
-
     for split in ("train", "heldout"):
         ds = ShapesWorld(ShapesWorldConfig(split=split, task="t2i", t2i_plan="phrases"))
         for cat in GENEVAL_CATEGORIES:
@@ -194,11 +192,10 @@ def test_phrase_plans_copy_the_prompt_in_its_order_with_each_cell():
     assert e.to_model_sample().plan == describe(e.scene, colours=False)
 
 
-def test_unknown_t2i_plan_is_rejected():
-    from tuskml.core.config import structure_config
-
-    with pytest.raises(tuskml.ConfigError, match="t2i_plan"):
-        structure_config({"t2i_plan": "colours"}, ShapesWorldConfig)
+@pytest.mark.parametrize("field, value", [("t2i_plan", "colours"), ("edit_plan", "caption"), ("train_same_shape", 1.5)])
+def test_bad_plan_and_prompt_options_are_named(field, value):
+    with pytest.raises(tuskml.ConfigError, match=field):
+        structure_config({field: value}, ShapesWorldConfig)
 
 
 def test_scene_edit_plans_caption_the_target():
@@ -228,6 +225,3 @@ def test_train_same_shape_names_one_shape_twice_in_train_prompts_only():
     held = ShapesWorldConfig(task="t2i", split="heldout")
     assert ([ShapesWorld(held).sample(i, kind="position").text for i in range(10)]
             == [ShapesWorld(attrs.evolve(held, train_same_shape=1.0)).sample(i, kind="position").text for i in range(10)])
-    with pytest.raises(tuskml.ConfigError, match="train_same_shape"):
-        from tuskml.core.config import structure_config
-        structure_config({"train_same_shape": 1.5}, ShapesWorldConfig)
