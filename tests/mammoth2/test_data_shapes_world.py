@@ -168,25 +168,31 @@ def test_image_samples_carry_a_colourless_plan_of_their_target(edit_plan):
                 assert all(p not in plan for p in ds.config.heldout_pairs)  # in either split
 
 
-def test_phrase_plans_copy_the_prompt_in_its_order_with_each_cell():
+def _samples_and_plans(kinds, n, **config):
+    """``n`` samples per kind of both splits with their model-side plans; train-split plans never name a held-out pair."""
     for split in ("train", "heldout"):
-        ds = ShapesWorld(ShapesWorldConfig(split=split, task="t2i", t2i_plan="phrases"))
-        for cat in GENEVAL_CATEGORIES:
-            for i in range(12):
-                s = ds.sample(i, kind=cat)
+        ds = ShapesWorld(ShapesWorldConfig(split=split, **config))
+        for kind in kinds:
+            for i in range(n):
+                s = ds.sample(i, kind=kind)
                 plan = s.to_model_sample().plan
-                parts = plan.replace(" and ", ", ").split(", ")
-                assert len(parts) == len(s.scene.objects)
-                phrases = [p.rsplit(" at ", 1) for p in parts]
-                objs = [next(o for o in s.scene.objects if CELLS[o.cell] == cell) for _, cell in phrases]
-                assert len({o.cell for o in objs}) == len(objs)  # each object once
-                if cat != "counting":  # the prompt's phrases, verbatim and in its order
-                    assert [p for p, _ in phrases] == [spec.phrase for spec in s.prompt.objects]
-                assert all(spec.matches(o) for spec, o in zip(s.prompt.objects * len(objs), objs))
-                if cat == "position":
-                    assert relation_holds(objs[0], s.prompt.relation, objs[1])
                 if split == "train":
                     assert all(p not in plan for p in ds.config.heldout_pairs)
+                yield s, plan
+
+
+def test_phrase_plans_copy_the_prompt_in_its_order_with_each_cell():
+    for s, plan in _samples_and_plans(GENEVAL_CATEGORIES, 12, task="t2i", t2i_plan="phrases"):
+        parts = plan.replace(" and ", ", ").split(", ")
+        assert len(parts) == len(s.scene.objects)
+        phrases = [p.rsplit(" at ", 1) for p in parts]
+        objs = [next(o for o in s.scene.objects if CELLS[o.cell] == cell) for _, cell in phrases]
+        assert len({o.cell for o in objs}) == len(objs)  # each object once
+        if s.kind != "counting":  # the prompt's phrases, verbatim and in its order
+            assert [p for p, _ in phrases] == [spec.phrase for spec in s.prompt.objects]
+        assert all(spec.matches(o) for spec, o in zip(s.prompt.objects * len(objs), objs))
+        if s.kind == "position":
+            assert relation_holds(objs[0], s.prompt.relation, objs[1])
     # edits keep their colourless layout plan under this option
     e = ShapesWorld(ShapesWorldConfig(task="edit", t2i_plan="phrases")).sample(0)
     assert e.to_model_sample().plan == describe(e.scene, colours=False)
@@ -199,15 +205,8 @@ def test_bad_plan_and_prompt_options_are_named(field, value):
 
 
 def test_scene_edit_plans_caption_the_target():
-    for split in ("train", "heldout"):
-        ds = ShapesWorld(ShapesWorldConfig(split=split, task="edit", edit_plan="scene"))
-        for kind in EDIT_KINDS:
-            for i in range(8):
-                s = ds.sample(i, kind=kind)
-                plan = s.to_model_sample().plan
-                assert plan == describe(s.scene) and plan != describe(s.source_scene)
-                if split == "train":
-                    assert all(p not in plan for p in ds.config.heldout_pairs)
+    for s, plan in _samples_and_plans(EDIT_KINDS, 8, task="edit", edit_plan="scene"):
+        assert plan == describe(s.scene) and plan != describe(s.source_scene)
 
 
 def test_train_same_shape_names_one_shape_twice_in_train_prompts_only():

@@ -492,8 +492,8 @@ class Mammoth2Pipeline:
         written: list[torch.Tensor] = []
         with self._autocast():
             embeds = self._vit_embeddings(batch.input_ids, batch.roles, vit_images)
-            for token in self._decode_loop(batch, _text_hidden(batch.roles), steps=max_tokens, guidance=guidance, choose=choose,
-                                           inputs_embeds=embeds):
+            for token in self._decode_loop(batch, _text_hidden(batch.roles), steps=max_tokens, guidance=guidance,
+                                           choose=choose, inputs_embeds=embeds):
                 written.append(token)
                 if bool(done.all()):
                     break
