@@ -86,6 +86,13 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the residual stream and the AR's capacity goes to the edited cell; the AR counterpart of
     # InstructPix2Pix's channel-concatenated source latent (an extension, not in the paper)
     source_hints: bool = False
+    # edits, with source_hints: a learned gate on the AR's final hidden state at each target slot says
+    # "keep the source's code here" (trained by binary cross-entropy on whether the target code equals
+    # the source code at that slot; the code heads still train on every slot). At inference a slot
+    # whose gate is above 0.5 takes the source's code instead of a sampled one, so copying an object
+    # the instruction does not name never passes through the code heads, which redraw a never-seen
+    # colour-shape pair in a seen colour (a learned edit mask, like an inpainting mask; not in the paper)
+    edit_keep_gate: bool = False
     # text to image and edits: the AR first writes the scene it will draw as text (the sample's
     # ``plan``; the shapes world's is the target's layout, e.g. "a circle at top left and a square at
     # bottom right", and for an edit the cell it changes, "at top left"), then the image tokens after

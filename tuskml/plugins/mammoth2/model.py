@@ -87,12 +87,14 @@ Sample = TextToImageSample | EditSample | UnderstandingSample
 
 @attrs.frozen
 class Mammoth2Output:
-    """Losses of one training forward. ``loss = ntp_weight * ntp_loss + fm_weight * fm_loss (+ vq_loss)``."""
+    """Losses of one training forward. ``loss = ntp_weight * ntp_loss + fm_weight * fm_loss (+ vq_loss)``;
+    with ``edit_keep_gate``, ``ntp_loss`` includes ``keep_loss``."""
 
     loss: torch.Tensor
     ntp_loss: torch.Tensor
     fm_loss: torch.Tensor
     vq_loss: torch.Tensor
+    keep_loss: torch.Tensor | None = None  # ``edit_keep_gate``'s BCE, inside ``ntp_loss`` (None without the gate)
 
 
 # --- config resolution -----------------------------------------------------------------------------
@@ -207,6 +209,12 @@ class Mammoth2Model(nn.Module):
             self.hint_factors = factors if len(factors) > 1 else ()
             self.source_hints = nn.Embedding((sum(factors) if self.hint_factors else codebook_size) + 1, hidden)
             nn.init.zeros_(self.source_hints.weight)
+        self.keep_gate: nn.Linear | None = None
+        if config.edit_keep_gate:
+            if self.source_hints is None:
+                raise ConfigError("edit_keep_gate = true gates the copy of an edit's source code at each slot, "
+                                  "but source_hints is off; set source_hints = true")
+            self.keep_gate = nn.Linear(hidden, 1)
         self.visual_positions: nn.Embedding | None = None
         if config.visual_positions:  # one slot per generated token (rows with eol) plus eof
             self.visual_positions = nn.Embedding(self.layout.generated_length + 1, hidden)
@@ -482,6 +490,11 @@ class Mammoth2Model(nn.Module):
                                        ignore_index=-100)
         else:
             ntp_loss = out.logits.sum() * 0.0
+        keep_loss = None
+        if self.keep_gate is not None:
+            assert hints is not None
+            keep_loss = self.keep_loss(out.hidden_states[-1], hints, labels)
+            ntp_loss = ntp_loss + keep_loss
 
         fm_loss = self._flow_matching_loss(out.hidden_states, roles, visible, target_images, has_target,
                                            source_images, has_source & ~drop_source, input_ids)
@@ -491,8 +504,24 @@ class Mammoth2Model(nn.Module):
             vq_loss = self.visual_tokenizer(self.check_images(target_images[has_target])).loss
 
         loss = cfg.ntp_weight * ntp_loss + cfg.fm_weight * fm_loss + vq_loss
-        return Mammoth2Output(loss=loss, ntp_loss=ntp_loss,
-                              fm_loss=fm_loss, vq_loss=vq_loss)
+        return Mammoth2Output(loss=loss, ntp_loss=ntp_loss, fm_loss=fm_loss, vq_loss=vq_loss, keep_loss=keep_loss)
+
+    def keep_targets(self, hints: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Bool[B, T] positions that predict a target code with a source code at its slot, Bool[B, T]
+        whether that target code equals the source code): ``edit_keep_gate``'s training targets."""
+        start, size = self.layout.gen_vocab_start, self.layout.codebook_size
+        where = (hints >= 0) & (hints < size) & (labels >= start) & (labels < start + size)
+        return where, (labels - start) == hints
+
+    def keep_loss(self, final_hidden: torch.Tensor, hints: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of ``keep_gate`` against "the target code equals the source code" at
+        every position that predicts a target code of a visible edit source (0 where there is none)."""
+        assert self.keep_gate is not None
+        where, keep = self.keep_targets(hints, labels)
+        gate = self.keep_gate(final_hidden).squeeze(-1).float()
+        if not bool(where.any()):
+            return gate.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(gate[where], keep[where].float())
 
     def _flow_matching_loss(self, hidden_states: Sequence[torch.Tensor], roles: torch.Tensor,
                             visible: torch.Tensor, target_images: torch.Tensor | None, has_target: torch.Tensor,

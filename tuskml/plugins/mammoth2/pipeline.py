@@ -247,7 +247,8 @@ class Mammoth2Pipeline:
         ``hidden`` positions masked out of attention (the unconditional branch). The generator
         yields guided logits ``[B, V]`` for each step; ``choose`` returns tokens ``Long[B]``.
         ``image_tokens``: the prompt ends with ``[image_start]`` and step k feeds slot k of an image
-        block (for ``visual_positions``), and an edit's source hints follow the fed slot.
+        block (for ``visual_positions``), and an edit's source hints follow the fed slot. With the
+        model's ``keep_gate``, a slot whose gate (conditional branch) is open takes the source's code.
         """
         model = self.model
         ids, pad_mask, roles = batch.input_ids, batch.attention_mask, batch.roles
@@ -263,9 +264,10 @@ class Mammoth2Pipeline:
         if model.source_hints is not None and image_tokens:  # step k feeds slot k and predicts slot k+1
             hints = model.source_hint_ids(ids, roles, visible)
             source = model.source_codes(ids, roles, visible)
+        gated = source is not None and model.keep_gate is not None
         positions = positions_from_mask(pad_mask)
         out = model.run_backbone(ids, visible, position_ids=positions, inputs_embeds=inputs_embeds, use_cache=True,
-                                 source_hints=hints)
+                                 source_hints=hints, output_hidden_states=gated)
         cache = out.past_key_values
         next_pos = positions[:, -1:] + 1
         logits = out.logits[:, -1]
@@ -273,6 +275,8 @@ class Mammoth2Pipeline:
         for step in range(steps):
             guided = guided_logits(logits[:rows].float(), logits[rows:].float(), guidance) if use_cfg else logits.float()
             token = choose(step, guided)
+            if gated and step < source.shape[1]:
+                token = self._keep_source(token, out.hidden_states[-1][:rows, -1], source[:rows, step])
             yield token
             if step == steps - 1:
                 break
@@ -283,10 +287,19 @@ class Mammoth2Pipeline:
                 hints = source[:, step + 1:step + 2] if step + 1 < source.shape[1] else torch.full_like(slots, -1)
             out = model.run_backbone(feed[:, None], torch.ones_like(feed[:, None], dtype=torch.bool),
                                      position_ids=next_pos, past_key_values=cache, use_cache=True,
-                                     image_slots=slots, source_hints=hints)
+                                     image_slots=slots, source_hints=hints, output_hidden_states=gated)
             cache = out.past_key_values
             next_pos = next_pos + 1
             logits = out.logits[:, -1]
+
+    def _keep_source(self, token: torch.Tensor, final_hidden: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """``edit_keep_gate``: ``token`` (Long[B]), with the source's code (``source``, Long[B] hint
+        indices) where the gate on ``final_hidden`` ([B, D]) is open and that slot holds a code."""
+        layout = self.model.layout
+        assert self.model.keep_gate is not None
+        is_open = self.model.keep_gate(final_hidden).squeeze(-1) > 0
+        has_code = (source >= 0) & (source < layout.codebook_size)
+        return torch.where(is_open & has_code, layout.gen_vocab_start + source.clamp(min=0), token)
 
     def sample_visual_tokens(self, batch: TokenBatch, hidden: torch.Tensor | None, *, guidance: float,
                              temperature: float, top_k: int | None, top_p: float | None,
