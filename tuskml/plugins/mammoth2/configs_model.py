@@ -14,6 +14,8 @@ when one part is swapped.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 import tuskml
@@ -93,6 +95,14 @@ class Mammoth2Config(tuskml.ModelConfig):
     # the instruction does not name never passes through the code heads, which redraw a never-seen
     # colour-shape pair in a seen colour (a learned edit mask, like an inpainting mask; not in the paper)
     edit_keep_gate: bool = False
+    # with edit_keep_gate and a factorised token (colour, structure): one gate per digit, so a recolour
+    # can keep a cell's structure and a shape replacement its colour while the other digit is redrawn
+    keep_gate_per_digit: bool = False
+    # with edit_keep_gate: which target slots of an edit train the code heads: "every" slot, or only
+    # the "changed" ones (target code != source code), so that copying is the gate's job alone and the
+    # heads never learn to echo the source hint (in a joint run with "every", the heads gave the old
+    # colour at the first recoloured patch of 29 of 32 train-split recolours)
+    keep_gate_code_loss: Literal["every", "changed"] = "every"
     # text to image and edits: the AR first writes the scene it will draw as text (the sample's
     # ``plan``; the shapes world's is the target's layout, e.g. "a circle at top left and a square at
     # bottom right", and for an edit the cell it changes, "at top left"), then the image tokens after
