@@ -26,7 +26,7 @@ def _half_copied(source: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def model() -> Mammoth2Model:
     torch.manual_seed(0)
-    return Mammoth2Model(load_preset("tiny", edit_keep_gate=True))
+    return Mammoth2Model(load_preset("tiny", edit_keep_gate=True, keep_gate_code_loss="every"))
 
 
 def test_keep_gate_needs_source_hints():
@@ -120,7 +120,7 @@ def test_changed_code_loss_ignores_kept_slots_only(model):
     ids, roles = batch["input_ids"], batch["roles"]
     hints = model.source_hint_ids(ids, roles, batch["attention_mask"].bool())
     labels = ntp_labels(ids, roles)
-    assert torch.equal(model.code_labels(hints, labels), labels)  # "every" (the default)
+    assert torch.equal(model.code_labels(hints, labels), labels)  # "every"
     changed = Mammoth2Model(load_preset("tiny", edit_keep_gate=True, keep_gate_code_loss="changed"))
     out = changed.code_labels(hints, labels)
     where, same = changed.keep_targets(hints, labels)

@@ -90,10 +90,11 @@ class Mammoth2Config(tuskml.ModelConfig):
     source_hints: bool = False
     # edits, with source_hints: a learned gate on the AR's final hidden state at each target slot says
     # "keep the source's code here" (trained by binary cross-entropy on whether the target code equals
-    # the source code at that slot; the code heads still train on every slot). At inference a slot
-    # whose gate is above 0.5 takes the source's code instead of a sampled one, so copying an object
-    # the instruction does not name never passes through the code heads, which redraw a never-seen
-    # colour-shape pair in a seen colour (a learned edit mask, like an inpainting mask; not in the paper)
+    # the source code at that slot). At inference a slot whose gate is above 0.5 takes the source's
+    # code instead of a sampled one, so copying an object the instruction does not name never passes
+    # through the code heads, which redraw a never-seen colour-shape pair in a seen colour (a learned
+    # edit mask, like an inpainting mask; not in the paper). Edit probe held out 0.43 -> 0.57 (with
+    # keep_gate_code_loss = "changed"), but joint 30-min runs did not gain (plugin README), so off
     edit_keep_gate: bool = False
     # with edit_keep_gate and a factorised token (colour, structure): one gate per digit, so a recolour
     # can keep a cell's structure and a shape replacement its colour while the other digit is redrawn

@@ -515,11 +515,10 @@ class Mammoth2Model(nn.Module):
         code there (G = 1), or each of its digits does (``keep_gate_per_digit``: G digits)."""
         start, size = self.layout.gen_vocab_start, self.layout.codebook_size
         where = (hints >= 0) & (hints < size) & (labels >= start) & (labels < start + size)
-        target = (labels - start).clamp(0, size - 1)
+        target, source = (labels - start).clamp(0, size - 1), hints.clamp(0, size - 1)
         if self.keep_digits == 1:
-            return where, (target == hints).unsqueeze(-1)
-        return where, mixed_radix_digits(target, self.hint_factors) == mixed_radix_digits(hints.clamp(0, size - 1),
-                                                                                           self.hint_factors)
+            return where, (target == source).unsqueeze(-1)
+        return where, mixed_radix_digits(target, self.hint_factors) == mixed_radix_digits(source, self.hint_factors)
 
     def code_labels(self, hints: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The NTP labels the cross-entropy sees: ``labels``, except that with ``keep_gate_code_loss =
