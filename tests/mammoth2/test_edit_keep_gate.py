@@ -9,7 +9,6 @@ from tuskml.core.errors import ConfigError
 from tuskml.plugins.mammoth2.model import EditSample, Mammoth2Model, TextToImageSample
 from tuskml.plugins.mammoth2.pipeline import Mammoth2Pipeline, load_preset
 from tuskml.plugins.mammoth2.sequence import ntp_labels
-from tuskml.plugins.mammoth2.vq import mixed_radix_digits
 
 
 def _image(seed: int) -> torch.Tensor:
@@ -45,14 +44,8 @@ def test_keep_targets_mark_target_codes_equal_to_the_source_code_at_their_slot(m
     src_codes, tgt_codes = (model.visual_codes(x[None])[0].flatten() for x in (src, tgt))
     assert int(where[0].sum()) == src_codes.numel() == 64  # every code slot of the edit's target, no eol / eof
     assert not bool(where[1].any())  # text to image: no source, no gate
-    assert torch.equal(keep[0][where[0]], (src_codes == tgt_codes)[:, None])
+    assert torch.equal(keep[0][where[0]], src_codes == tgt_codes)
     assert 0 < int((src_codes == tgt_codes).sum()) < 64  # both labels occur, so the check above can fail
-    digits = Mammoth2Model(load_preset("tiny", edit_keep_gate=True, keep_gate_per_digit=True))
-    assert digits.keep_digits == 2 and digits.keep_gate.out_features == 2
-    _, per_digit = digits.keep_targets(hints, ntp_labels(ids, roles))
-    f = digits.hint_factors
-    want = mixed_radix_digits(src_codes, f) == mixed_radix_digits(tgt_codes, f)
-    assert torch.equal(per_digit[0][where[0]], want) and not torch.equal(want[:, 0], want[:, 1])
 
 
 def test_keep_loss_is_part_of_the_ntp_loss_and_trains_the_gate(model):
@@ -98,21 +91,6 @@ def test_an_open_gate_copies_the_source_and_a_closed_gate_changes_nothing(model)
     assert not torch.equal(ungated, codes)  # sampling alone does not copy, so the first check can fail
 
 
-def test_a_gate_per_digit_keeps_the_source_colour_and_samples_the_structure():
-    torch.manual_seed(0)
-    model = Mammoth2Model(load_preset("tiny", edit_keep_gate=True, keep_gate_per_digit=True)).eval()
-    pipe = Mammoth2Pipeline(model)
-    sources = [_image(6), _image(7)]
-    f = model.hint_factors
-    src = mixed_radix_digits(torch.stack([model.visual_codes(s[None])[0] for s in sources]), f)
-    with torch.no_grad():
-        model.keep_gate.weight.zero_()
-        model.keep_gate.bias.copy_(torch.tensor([1e4, -1e4]))  # colour digit kept, structure digit sampled
-        out = mixed_radix_digits(_edit_codes(pipe, sources, ["remove the red circle", "make the blue square red"]), f)
-    assert torch.equal(out[..., 0], src[..., 0])
-    assert not torch.equal(out[..., 1], src[..., 1])
-
-
 def test_changed_code_loss_ignores_kept_slots_only(model):
     src = _image(8)
     batch = model.make_batch([EditSample(src, "remove the red circle", _half_copied(src, _image(9)),
@@ -124,7 +102,7 @@ def test_changed_code_loss_ignores_kept_slots_only(model):
     changed = Mammoth2Model(load_preset("tiny", edit_keep_gate=True, keep_gate_code_loss="changed"))
     out = changed.code_labels(hints, labels)
     where, same = changed.keep_targets(hints, labels)
-    kept = where & same[..., 0]
+    kept = where & same
     assert 0 < int(kept.sum()) < int(where.sum())
     assert set(out[kept].tolist()) == {-100} and torch.equal(out[~kept], labels[~kept])
     with pytest.raises(ConfigError, match="keep_gate_code_loss"):

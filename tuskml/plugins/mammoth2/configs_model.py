@@ -96,9 +96,6 @@ class Mammoth2Config(tuskml.ModelConfig):
     # edit mask, like an inpainting mask; not in the paper). Edit probe held out 0.43 -> 0.57 (with
     # keep_gate_code_loss = "changed"), but joint 30-min runs did not gain (plugin README), so off
     edit_keep_gate: bool = False
-    # with edit_keep_gate and a factorised token (colour, structure): one gate per digit, so a recolour
-    # can keep a cell's structure and a shape replacement its colour while the other digit is redrawn
-    keep_gate_per_digit: bool = False
     # with edit_keep_gate: which target slots of an edit train the code heads: "every" slot, or only
     # the "changed" ones (target code != source code), so that copying is the gate's job alone and the
     # heads never learn to echo the source hint (in a joint run with "every", the heads gave the old

@@ -210,13 +210,11 @@ class Mammoth2Model(nn.Module):
             self.source_hints = nn.Embedding((sum(factors) if self.hint_factors else codebook_size) + 1, hidden)
             nn.init.zeros_(self.source_hints.weight)
         self.keep_gate: nn.Linear | None = None
-        self.keep_digits = 1  # gates per slot: 1, or one per digit with keep_gate_per_digit
         if config.edit_keep_gate:
             if self.source_hints is None:
                 raise ConfigError("edit_keep_gate = true gates the copy of an edit's source code at each slot, "
                                   "but source_hints is off; set source_hints = true")
-            self.keep_digits = len(self.hint_factors) if config.keep_gate_per_digit and self.hint_factors else 1
-            self.keep_gate = nn.Linear(hidden, self.keep_digits)
+            self.keep_gate = nn.Linear(hidden, 1)
         self.visual_positions: nn.Embedding | None = None
         if config.visual_positions:  # one slot per generated token (rows with eol) plus eof
             self.visual_positions = nn.Embedding(self.layout.generated_length + 1, hidden)
@@ -510,15 +508,11 @@ class Mammoth2Model(nn.Module):
         return Mammoth2Output(loss=loss, ntp_loss=ntp_loss, fm_loss=fm_loss, vq_loss=vq_loss, keep_loss=keep_loss)
 
     def keep_targets(self, hints: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``edit_keep_gate``'s training targets: Bool[B, T], the positions that predict a target code
-        with a source code at its slot, and Bool[B, T, G], whether the target code equals the source
-        code there (G = 1), or each of its digits does (``keep_gate_per_digit``: G digits)."""
+        """``edit_keep_gate``'s training targets (Bool[B, T] each): the positions that predict a target
+        code with a source code at its slot, and whether the target code equals the source code there."""
         start, size = self.layout.gen_vocab_start, self.layout.codebook_size
         where = (hints >= 0) & (hints < size) & (labels >= start) & (labels < start + size)
-        target, source = (labels - start).clamp(0, size - 1), hints.clamp(0, size - 1)
-        if self.keep_digits == 1:
-            return where, (target == source).unsqueeze(-1)
-        return where, mixed_radix_digits(target, self.hint_factors) == mixed_radix_digits(source, self.hint_factors)
+        return where, (labels - start) == hints
 
     def code_labels(self, hints: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The NTP labels the cross-entropy sees: ``labels``, except that with ``keep_gate_code_loss =
@@ -526,14 +520,14 @@ class Mammoth2Model(nn.Module):
         if self.keep_gate is None or self.config.keep_gate_code_loss == "every":
             return labels
         kept, same = self.keep_targets(hints, labels)
-        return labels.masked_fill(kept & same.all(-1), -100)
+        return labels.masked_fill(kept & same, -100)
 
     def keep_loss(self, final_hidden: torch.Tensor, hints: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy of ``keep_gate`` against "the target code (digit) equals the source's"
-        at every position that predicts a target code of a visible edit source (0 where there is none)."""
+        """Binary cross-entropy of ``keep_gate`` against "the target code equals the source's" at every
+        position that predicts a target code of a visible edit source (0 where there is none)."""
         assert self.keep_gate is not None
         where, keep = self.keep_targets(hints, labels)
-        gate = self.keep_gate(final_hidden).float()
+        gate = self.keep_gate(final_hidden).squeeze(-1).float()
         if not bool(where.any()):
             return gate.sum() * 0.0
         return F.binary_cross_entropy_with_logits(gate[where], keep[where].float())

@@ -42,7 +42,6 @@ from tuskml.plugins.mammoth2.sequence import (
     positions_from_mask,
 )
 from tuskml.plugins.mammoth2.token_sampling import check_sampling_args, guided_logits, sample_next
-from tuskml.plugins.mammoth2.vq import mixed_radix_digits, radices
 
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "model.safetensors"
@@ -295,21 +294,12 @@ class Mammoth2Pipeline:
 
     def _keep_source(self, token: torch.Tensor, final_hidden: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """``edit_keep_gate``: ``token`` (Long[B]), with the source's code (``source``, Long[B] hint
-        indices), or its digits with ``keep_gate_per_digit``, where the gate on ``final_hidden`` ([B, D])
-        is open and that slot holds a code."""
-        model, layout = self.model, self.model.layout
-        assert model.keep_gate is not None
-        is_open = model.keep_gate(final_hidden) > 0  # [B, G]
-        has_code = ((source >= 0) & (source < layout.codebook_size)).unsqueeze(-1)
-        src = source.clamp(0, layout.codebook_size - 1)
-        code = (token - layout.gen_vocab_start).clamp(0, layout.codebook_size - 1)
-        if model.keep_digits == 1:
-            kept = torch.where(is_open[:, 0], src, code)
-        else:
-            factors = model.hint_factors
-            digits = torch.where(is_open, mixed_radix_digits(src, factors), mixed_radix_digits(code, factors))
-            kept = (digits * digits.new_tensor(radices(factors))).sum(-1)
-        return torch.where((is_open & has_code).any(-1), layout.gen_vocab_start + kept, token)
+        indices) where the gate on ``final_hidden`` ([B, D]) is open and that slot holds a code."""
+        layout = self.model.layout
+        assert self.model.keep_gate is not None
+        is_open = self.model.keep_gate(final_hidden).squeeze(-1) > 0
+        has_code = (source >= 0) & (source < layout.codebook_size)
+        return torch.where(is_open & has_code, layout.gen_vocab_start + source.clamp(min=0), token)
 
     def sample_visual_tokens(self, batch: TokenBatch, hidden: torch.Tensor | None, *, guidance: float,
                              temperature: float, top_k: int | None, top_p: float | None,
