@@ -94,7 +94,8 @@ class Mammoth2Config(tuskml.ModelConfig):
     # code instead of a sampled one, so copying an object the instruction does not name never passes
     # through the code heads, which redraw a never-seen colour-shape pair in a seen colour (a learned
     # edit mask, like an inpainting mask; not in the paper). Edit probe held out 0.43 -> 0.57 (with
-    # keep_gate_code_loss = "changed"), but joint 30-min runs did not gain (plugin README), so off
+    # keep_gate_code_loss = "changed"); joint 30-min runs at 2 seeds: edits +0.02 / +0.12 but text to
+    # image and understanding -0.08 to -0.13 against the preset at the same seeds (plugin README), so off
     edit_keep_gate: bool = False
     # with edit_keep_gate: which target slots of an edit train the code heads: "every" slot, or only
     # the "changed" ones (target code != source code), so that copying is the gate's job alone and the
