@@ -214,9 +214,10 @@ def test_train_same_shape_names_one_shape_twice_in_train_prompts_only():
     same = ShapesWorld(ShapesWorldConfig(task="t2i", train_same_shape=1.0))
     for cat in ("position", "color_attr"):
         for i in range(10):
-            p = same.sample(i, kind=cat).prompt
+            s = same.sample(i, kind=cat)
+            p = s.prompt
             assert p.objects[0].shape == p.objects[1].shape and p.objects[0].colour != p.objects[1].colour
-            assert same.sample(i, kind=cat).prompt.satisfied_by(same.sample(i, kind=cat).scene)
+            assert p.satisfied_by(s.scene)
             q = base.sample(i, kind=cat).prompt
             assert q.objects[0].shape != q.objects[1].shape
     for kind in ("colors", "two_object"):  # other categories draw as before
