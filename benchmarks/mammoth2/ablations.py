@@ -10,17 +10,21 @@ Variants (from the issue):
 * ``decoder-lumina2``: diffusers' Lumina2Transformer2DModel of the same width/depth instead of ``mammoth2-dit``.
 
 Every variant gets the same steps, seed, data and wall-clock limit (``--minutes`` each); a variant
-that is slower therefore may stop before its planned steps, which the table reports.
-Writes benchmarks/results/mammoth2_ablations.json and .md.
+that is slower therefore may stop before its planned steps, which the table reports. ``--recorded``
+adds finished ``train_tiny.py`` runs of the unchanged preset as baseline rows (e.g. its replicate
+seeds at the full budget, so the swaps are read against the seed spread). Writes
+benchmarks/results/mammoth2_ablations.json and .md after every variant.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
+import statistics
 import time
 from typing import Any
 
@@ -48,6 +52,73 @@ def variant_model(model: Any, name: str) -> Any:
     raise SystemExit(f"unknown variant {name!r}; variants: {', '.join(VARIANTS)}")
 
 
+def _row(name: str, seed: int, steps: int, planned: int, train_min: float, samples_per_s: float, peak_mb: float,
+         report_head: dict[str, Any]) -> dict[str, Any]:
+    """One table row; ``report_head`` holds the headline keys of ``train_tiny.py``'s results."""
+    return {"variant": name, "seed": seed, "steps": steps, "planned": planned, "train_min": train_min,
+            "samples_per_s": samples_per_s, "peak_mb": peak_mb,
+            **{col: report_head.get(key) for col, key in SCORES.items()}}
+
+
+#: table column -> headline key (the keys of train_tiny.py's "trained" block)
+SCORES = {"geneval": "geneval.overall", "position": "geneval.position", "color_attr": "geneval.color_attr",
+          "edit_success": "edit.success", "edit_preservation": "edit.preservation",
+          "understanding": "understanding.accuracy"}
+
+
+def recorded_row(name: str) -> dict[str, Any]:
+    """A row from a finished ``train_tiny.py`` result (``benchmarks/results/<name>.json``)."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"--recorded: no results file {path}")
+    r = json.loads(path.read_text())
+    return _row(f"baseline ({name})", r.get("seed", 0), r["steps_reached"], r["steps_planned"], r["train_wall_s"] / 60,
+                r["joint_samples_per_s"], r["peak_memory_mb"], r["trained"])
+
+
+def report_head(report: dict[str, Any]) -> dict[str, Any]:
+    g = report["geneval"]
+    return {"geneval.overall": g["overall"], "geneval.position": g.get("position"), "geneval.color_attr": g.get("color_attr"),
+            "edit.success": report["edit"]["success"]["overall"], "edit.preservation": report["edit"]["preservation"]["overall"],
+            "understanding.accuracy": report["understanding"]["accuracy"].get("overall")}
+
+
+def write_table(name: str, title: str, meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Write results/<name>.json and .md (called after every variant, so a crash keeps what ran)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    head = list(rows[0]) if rows else []
+    md = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head) + " |" for r in rows]
+    recorded = [r for r in rows if r["variant"].startswith("baseline (")]
+    if len(recorded) > 1:
+        md += ["", f"Recorded baseline runs, mean (sd) over {len(recorded)} seeds: " + ", ".join(
+            f"{c} {statistics.mean(r[c] for r in recorded):.3f} ({statistics.stdev(r[c] for r in recorded):.3f})"
+            for c in SCORES)]
+    text = "\n".join(md) + "\n"
+    (RESULTS / f"{name}.md").write_text(text)
+    return text
+
+
+def run_variant(name: str, cfg: Any, run: pathlib.Path, settings: Any, threads: int) -> dict[str, Any]:
+    """Train and score one variant (run in a child process)."""
+    import torch
+
+    from tuskml.plugins.mammoth2.evaluate import evaluate_run
+    from tuskml.plugins.mammoth2.train import iter_metrics, train
+
+    torch.set_num_threads(threads)
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = train(cfg, run)
+    wall = time.perf_counter() - t0
+    report = evaluate_run(run, run / "eval", settings)
+    joint = [m for m in iter_metrics(run) if m.get("phase") != "tokenizer"]
+    pace = statistics.median(m["samples_per_s"] for m in joint) if joint else float("nan")
+    return _row(name, cfg.seed, summary["steps"], summary["total_steps"], wall / 60, pace, summary["peak_memory_mb"],
+                report_head(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="tiny")
@@ -55,10 +126,18 @@ def main() -> None:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every phase's steps (quick runs)")
     parser.add_argument("--per-category", type=int, default=16)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--recorded", default="",
+                        help="comma-separated train_tiny.py result names (benchmarks/results/<name>.json) of the "
+                             "unchanged preset, listed as baseline rows: e.g. replicate seeds run at the same budget")
     parser.add_argument("--out", default="/tmp/mammoth2_ablations")
     parser.add_argument("--name", default="mammoth2_ablations")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     args = parser.parse_args()
+    names = args.variants.split(",")
+    bad = [n for n in names if n not in VARIANTS]
+    if bad:
+        raise SystemExit(f"unknown variants {bad}; variants: {', '.join(VARIANTS)}")
+    rows: list[dict[str, Any]] = [recorded_row(n) for n in args.recorded.split(",") if n]
 
     import torch
 
@@ -66,8 +145,8 @@ def main() -> None:
     load_before = os.getloadavg()
 
     from tuskml.plugins.mammoth2.configs_train import load_train_config
-    from tuskml.plugins.mammoth2.evaluate import EvalSettings, evaluate_run
-    from tuskml.plugins.mammoth2.train import iter_metrics, model_config_of, train
+    from tuskml.plugins.mammoth2.evaluate import EvalSettings
+    from tuskml.plugins.mammoth2.train import model_config_of
 
     base = load_train_config(args.config)
     scale = args.steps_scale
@@ -78,38 +157,22 @@ def main() -> None:
         warmup_steps=max(1, round(base.warmup_steps * scale)),
         checkpoint_every=max(1, round(base.checkpoint_every * scale)))
     settings = EvalSettings(per_category=args.per_category)
-    rows: list[dict[str, Any]] = []
-    for name in args.variants.split(","):
-        cfg = attrs.evolve(base, model=variant_model(model_config_of(base), name))
-        run = pathlib.Path(args.out) / name
-        shutil.rmtree(run, ignore_errors=True)
-        t0 = time.perf_counter()
-        summary = train(cfg, run)
-        wall = time.perf_counter() - t0
-        report = evaluate_run(run, run / "eval", settings)
-        last = [m for m in iter_metrics(run) if m.get("phase") != "tokenizer"][-1:]
-        rows.append({
-            "variant": name, "steps": summary["steps"], "planned": summary["total_steps"], "train_min": wall / 60,
-            "final_ntp": last[0]["ntp"] if last else None, "final_fm": last[0]["fm"] if last else None,
-            "samples_per_s": last[0]["samples_per_s"] if last else None,
-            "geneval": report["geneval"]["overall"], "edit_success": report["edit"]["success"]["overall"],
-            "edit_preservation": report["edit"]["preservation"]["overall"],
-            "understanding": report["understanding"]["accuracy"].get("overall"),
-        })
-        print(json.dumps(rows[-1]))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"config": args.config, "minutes_per_variant": args.minutes, "steps_scale": scale,
             "per_category": args.per_category, "split": settings.split, "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-            "eval_temperature": settings.temperature}
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
-    head = list(rows[0]) if rows else []
-    md = [f"# mammoth2 ablations (`{args.config}`, steps x{scale}, <= {args.minutes} min each, "
-          f"{args.per_category} held-out samples per category)", "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head) + " |" for r in rows]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "eval_temperature": settings.temperature,
+            "recorded": args.recorded}
+    title = (f"# mammoth2 ablations (`{args.config}`, steps x{scale}, <= {args.minutes} min each, "
+             f"{args.per_category} held-out samples per category)")
+    text = ""
+    for name in names:
+        cfg = attrs.evolve(base, model=variant_model(model_config_of(base), name))
+        # each variant trains in a fresh process, so its peak memory (process peak RSS) is its own
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            rows.append(pool.apply(run_variant, (name, cfg, pathlib.Path(args.out) / name, settings, args.threads)))
+        print(json.dumps(rows[-1]), flush=True)
+        meta["loadavg_after"] = os.getloadavg()
+        text = write_table(args.name, title, meta, rows)
+    print(text)
 
 
 if __name__ == "__main__":
