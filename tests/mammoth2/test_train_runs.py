@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import attrs
 import pytest
 import torch
 from click.testing import CliRunner
@@ -139,6 +140,31 @@ def test_kill_9_then_resume_continues_exactly(micro, reference_run):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), f"{name}:{k} differs after kill -9 + resume"
+
+
+def test_prefetch_gives_the_same_run(micro, reference_run):
+    """Batches built a step ahead in the background thread: bit-identical weights at the end."""
+    from tuskml.plugins.mammoth2.configs_train import load_train_config
+    from tuskml.plugins.mammoth2.train import Trainer
+
+    config = load_train_config(micro)
+    assert not config.prefetch
+    out = micro.parent / "prefetch"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(ENV["OMP_NUM_THREADS"]))
+    try:
+        trainer = Trainer(attrs.evolve(config, prefetch=True), out)
+        submitted = []
+        submit = trainer._joint_batches_no_grad
+        trainer._joint_batches_no_grad = lambda step: (submitted.append(step), submit(step))[1]
+        assert trainer.train()["steps"] == TOTAL
+    finally:
+        torch.set_num_threads(threads)
+    assert submitted == list(range(1, TOTAL - 2))  # every joint step but the first came from the thread
+    final = f"checkpoints/step-{TOTAL:07d}"
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        a, b = load_file(str(reference_run / final / name)), load_file(str(out / final / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs with prefetch"
 
 
 def test_resume_refuses_a_changed_config(micro, reference_run, tmp_path):

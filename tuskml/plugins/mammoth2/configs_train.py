@@ -95,6 +95,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"
     progress: bool = True
+    # build the next joint step's batches in a background thread while this step computes (same run)
+    prefetch: bool = False
     # wall-clock budget of one invocation (0: none). When spent, the run checkpoints and finishes
     # early (pipeline written, ``stopped_early`` in the summary); the schedule is still by steps.
     time_limit_minutes: float = attrs.field(default=0.0, validator=_ge0)

@@ -14,6 +14,10 @@ draw of the model comes from the torch RNG, whose state each rank saves with the
 checkpoint is written to a temporary folder, fsynced and renamed into place, and only then named
 in ``latest``; a crash (even ``kill -9``) loses only the steps since the last checkpoint.
 
+Prefetch (``TrainConfig.prefetch``): one background thread builds the next joint step's batches
+(scene rendering, tokenizing, the frozen VQ's codes) while this step computes. Batches depend only
+on the step, so the run is the same with or without it.
+
 Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DDP (gloo on CPU, NCCL
 on GPU); each rank takes its own slice of every global batch, gradients are averaged, and the run
 checks at the end that all ranks hold identical parameters.
@@ -21,6 +25,7 @@ checks at the end that all ranks hold identical parameters.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -262,6 +267,8 @@ class Trainer:
         self.ema = EMA(self.model.decoder, config.ema_decay)
         self.step = 0  # global: tokenizer steps, then joint steps
         self.samples_seen = 0
+        self._prefetch_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._prefetched: tuple[int, concurrent.futures.Future] | None = None  # (joint step, its batches)
         if resume:
             self._load_latest()
 
@@ -425,6 +432,37 @@ class Trainer:
                 batches.append(self.model.make_batch([data[i].to_model_sample() for i in idx]))
         return batches
 
+    def _batches_at(self, joint_step: int) -> list[dict[str, torch.Tensor]]:
+        """This joint step's batches (prefetched when ``prefetch`` is on), and the next step's
+        submitted to the background thread."""
+        batches = None
+        if self._prefetched is not None and self._prefetched[0] == joint_step:
+            batches = self._prefetched[1].result()
+        self._prefetched = None
+        if batches is None:
+            batches = self._joint_batches(joint_step)
+        if self.config.prefetch and joint_step + 1 < self.config.joint_steps:
+            if self._prefetch_pool is None:
+                self._prefetch_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mammoth2-prefetch")
+            self._prefetched = (joint_step + 1, self._prefetch_pool.submit(self._joint_batches_no_grad, joint_step + 1))
+        return batches
+
+    def _joint_batches_no_grad(self, joint_step: int) -> list[dict[str, torch.Tensor]]:
+        with torch.no_grad():  # grad mode is per thread: the VQ's codes need no graph
+            return self._joint_batches(joint_step)
+
+    def _stop_prefetch(self) -> None:
+        if self._prefetch_pool is not None:
+            self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
+        self._prefetch_pool, self._prefetched = None, None
+
+    def _joint_train_mode(self) -> None:
+        """Everything in train mode but the frozen visual tokenizer, which is never switched (even for
+        a moment: the prefetch thread may be encoding with it; in train mode it restarts dead codes)."""
+        self.model.training = True
+        for name, child in self.model.named_children():
+            child.train(name != "visual_tokenizer")
+
     def _images(self, indices: list[int]) -> torch.Tensor:
         from tuskml.plugins.mammoth2.shapes_world import to_tensor
 
@@ -445,72 +483,74 @@ class Trainer:
         last: dict[str, float] = {}
         started = time.perf_counter()
         stopped_early = False
-        while self.step < self.total_steps:
-            if self.step < tok_steps:  # --- phase 1: visual tokenizer
-                if ddp_vq is None:
-                    self.model.visual_tokenizer.train()
-                    for p in self.model.visual_tokenizer.parameters():
-                        p.requires_grad_(True)
-                    vq_module = _VQLossModule(self.model.visual_tokenizer)
-                    ddp_vq = self._wrap(vq_module)
-                lr = cfg.tokenizer.lr * lr_factor(self.step, tok_steps, cfg.tokenizer.warmup_steps, cfg.min_lr_ratio)
-                for g in self.vq_opt.param_groups:
-                    g["lr"] = lr
-                images = self._images(batch_indices(cfg.seed, 1, self.step, cfg.tokenizer.batch_size, self.dist,
-                                                    len(self.data)))
-                with self._autocast():
-                    loss, recon, usage = ddp_vq(images)
-                self.vq_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = self._clip(list(self.model.visual_tokenizer.parameters()))
-                self.vq_opt.step()
-                self._sync_from_rank0(self.model.visual_tokenizer)
-                n = images.shape[0]
-                last = {"phase": "tokenizer", "loss": loss.item(), "recon": recon.item(), "usage": float(usage.detach()),
-                        "grad_norm": gnorm, "lr": lr}
-            else:  # --- phase 2: joint NTP + lambda * FM
-                joint_step = self.step - tok_steps
-                si, stage = self._stage_at(joint_step)
-                if si != stage_index:
-                    stage_index = si
-                    self._set_frozen(stage.frozen)
-                    loss_module = _LossModule(self.model)
-                    ddp_joint = self._wrap(loss_module)
-                self.model.train()
-                self.model.visual_tokenizer.eval()  # frozen: no dead-code restarts while tokenizing
-                lr = cfg.lr * lr_factor(joint_step, cfg.joint_steps, cfg.warmup_steps, cfg.min_lr_ratio)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                batches = self._joint_batches(joint_step)
-                with self._autocast():
-                    loss, ntp, fmv, _ = ddp_joint(batches)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = self._clip(self.joint_params)
-                self.opt.step()
-                self.ema.update(self.model.decoder)
-                n = cfg.samples_per_step
-                last = {"phase": stage.name, "loss": loss.item(), "ntp": ntp.item(), "fm": fmv.item(),
-                        "grad_norm": gnorm, "lr": lr}
-            self.step += 1
-            self.samples_seen += n * self.dist.world
-            window_samples += n * self.dist.world
-            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                elapsed = time.perf_counter() - window_start
-                last.update(step=self.step, samples_per_s=window_samples / max(elapsed, 1e-9),
-                            peak_memory_mb=peak_memory_mb(self.device))
-                self._log(last)
-                window_start, window_samples = time.perf_counter(), 0
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in last.items()
-                                 if k in ("phase", "loss", "ntp", "fm", "recon", "samples_per_s")})
-            if self._out_of_time(started):
-                stopped_early = self.step < self.total_steps
-                self.save_checkpoint()
-                break
-            if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
-                self.save_checkpoint()
+        try:
+            while self.step < self.total_steps:
+                if self.step < tok_steps:  # --- phase 1: visual tokenizer
+                    if ddp_vq is None:
+                        self.model.visual_tokenizer.train()
+                        for p in self.model.visual_tokenizer.parameters():
+                            p.requires_grad_(True)
+                        vq_module = _VQLossModule(self.model.visual_tokenizer)
+                        ddp_vq = self._wrap(vq_module)
+                    lr = cfg.tokenizer.lr * lr_factor(self.step, tok_steps, cfg.tokenizer.warmup_steps, cfg.min_lr_ratio)
+                    for g in self.vq_opt.param_groups:
+                        g["lr"] = lr
+                    images = self._images(batch_indices(cfg.seed, 1, self.step, cfg.tokenizer.batch_size, self.dist,
+                                                        len(self.data)))
+                    with self._autocast():
+                        loss, recon, usage = ddp_vq(images)
+                    self.vq_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    gnorm = self._clip(list(self.model.visual_tokenizer.parameters()))
+                    self.vq_opt.step()
+                    self._sync_from_rank0(self.model.visual_tokenizer)
+                    n = images.shape[0]
+                    last = {"phase": "tokenizer", "loss": loss.item(), "recon": recon.item(), "usage": float(usage.detach()),
+                            "grad_norm": gnorm, "lr": lr}
+                else:  # --- phase 2: joint NTP + lambda * FM
+                    joint_step = self.step - tok_steps
+                    si, stage = self._stage_at(joint_step)
+                    if si != stage_index:
+                        stage_index = si
+                        self._set_frozen(stage.frozen)
+                        loss_module = _LossModule(self.model)
+                        ddp_joint = self._wrap(loss_module)
+                    self._joint_train_mode()
+                    lr = cfg.lr * lr_factor(joint_step, cfg.joint_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+                    for g in self.opt.param_groups:
+                        g["lr"] = lr
+                    batches = self._batches_at(joint_step)
+                    with self._autocast():
+                        loss, ntp, fmv, _ = ddp_joint(batches)
+                    self.opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    gnorm = self._clip(self.joint_params)
+                    self.opt.step()
+                    self.ema.update(self.model.decoder)
+                    n = cfg.samples_per_step
+                    last = {"phase": stage.name, "loss": loss.item(), "ntp": ntp.item(), "fm": fmv.item(),
+                            "grad_norm": gnorm, "lr": lr}
+                self.step += 1
+                self.samples_seen += n * self.dist.world
+                window_samples += n * self.dist.world
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    last.update(step=self.step, samples_per_s=window_samples / max(elapsed, 1e-9),
+                                peak_memory_mb=peak_memory_mb(self.device))
+                    self._log(last)
+                    window_start, window_samples = time.perf_counter(), 0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in last.items()
+                                     if k in ("phase", "loss", "ntp", "fm", "recon", "samples_per_s")})
+                if self._out_of_time(started):
+                    stopped_early = self.step < self.total_steps
+                    self.save_checkpoint()
+                    break
+                if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.save_checkpoint()
+        finally:
+            self._stop_prefetch()
         if bar is not None:
             bar.close()
         summary = self.finish(stopped_early=stopped_early, train_seconds=time.perf_counter() - started)
