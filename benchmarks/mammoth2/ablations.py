@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--recorded", default="",
                         help="comma-separated train_tiny.py result names (benchmarks/results/<name>.json) of the "
                              "unchanged preset, listed as baseline rows: e.g. replicate seeds run at the same budget")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows of benchmarks/results/<name>.json and run only the variants it lacks")
     parser.add_argument("--out", default="/tmp/mammoth2_ablations")
     parser.add_argument("--name", default="mammoth2_ablations")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
@@ -138,6 +140,11 @@ def main() -> None:
     if bad:
         raise SystemExit(f"unknown variants {bad}; variants: {', '.join(VARIANTS)}")
     rows: list[dict[str, Any]] = [recorded_row(n) for n in args.recorded.split(",") if n]
+    previous = RESULTS / f"{args.name}.json"
+    if args.append and previous.is_file():
+        kept = [r for r in json.loads(previous.read_text())["rows"] if not r["variant"].startswith("baseline (")]
+        rows += kept
+        names = [n for n in names if n not in {r["variant"] for r in kept}]
 
     import torch
 
