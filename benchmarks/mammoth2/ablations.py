@@ -25,12 +25,13 @@ import os
 import pathlib
 import shutil
 import statistics
-import time
+import sys
 from typing import Any
 
 import attrs
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # train_tiny's headline(), also in spawned children
 VARIANTS = ("baseline", "experts-none", "aligner-last-layer", "decoder-lumina2")
 
 
@@ -53,16 +54,16 @@ def variant_model(model: Any, name: str) -> Any:
 
 
 def _row(name: str, seed: int, steps: int, planned: int, train_min: float, samples_per_s: float, peak_mb: float,
-         report_head: dict[str, Any]) -> dict[str, Any]:
-    """One table row; ``report_head`` holds the headline keys of ``train_tiny.py``'s results."""
-    return {"variant": name, "seed": seed, "steps": steps, "planned": planned, "train_min": train_min,
-            "samples_per_s": samples_per_s, "peak_mb": peak_mb,
-            **{col: report_head.get(key) for col, key in SCORES.items()}}
+         head: dict[str, Any]) -> dict[str, Any]:
+    """One table row; ``head`` is :func:`train_tiny.headline` of the run's report."""
+    return {"variant": name, "seed": seed, "steps": f"{steps}/{planned}", "train_min": train_min,
+            "samples_per_s": samples_per_s, "peak_mb": peak_mb, **{col: head.get(key) for col, key in SCORES.items()}}
 
 
-#: table column -> headline key (the keys of train_tiny.py's "trained" block)
-SCORES = {"geneval": "geneval.overall", "position": "geneval.position", "color_attr": "geneval.color_attr",
-          "edit_success": "edit.success", "edit_preservation": "edit.preservation",
+#: table column -> headline key (train_tiny.headline; the keys of its results' "trained" block)
+SCORES = {"geneval": "geneval.overall", "single": "geneval.single_object", "two": "geneval.two_object",
+          "counting": "geneval.counting", "colours": "geneval.colors", "position": "geneval.position",
+          "color_attr": "geneval.color_attr", "edit_success": "edit.success", "edit_preservation": "edit.preservation",
           "understanding": "understanding.accuracy"}
 
 
@@ -76,11 +77,19 @@ def recorded_row(name: str) -> dict[str, Any]:
                 r["joint_samples_per_s"], r["peak_memory_mb"], r["trained"])
 
 
-def report_head(report: dict[str, Any]) -> dict[str, Any]:
-    g = report["geneval"]
-    return {"geneval.overall": g["overall"], "geneval.position": g.get("position"), "geneval.color_attr": g.get("color_attr"),
-            "edit.success": report["edit"]["success"]["overall"], "edit.preservation": report["edit"]["preservation"]["overall"],
-            "understanding.accuracy": report["understanding"]["accuracy"].get("overall")}
+def run_row(name: str, run: pathlib.Path) -> dict[str, Any]:
+    """A row from a trained and evaluated run folder (train_summary.json, metrics, eval/report.json)."""
+    from train_tiny import headline
+
+    from tuskml.plugins.mammoth2.configs_train import load_train_config
+    from tuskml.plugins.mammoth2.train import iter_metrics
+
+    summary = json.loads((run / "train_summary.json").read_text())
+    report = json.loads((run / "eval" / "report.json").read_text())
+    joint = [m["samples_per_s"] for m in iter_metrics(run) if m.get("phase") != "tokenizer"]
+    return _row(name, load_train_config(run / "train_config.toml").seed, summary["steps"], summary["total_steps"],
+                summary["train_seconds"] / 60, statistics.median(joint) if joint else float("nan"),
+                summary["peak_memory_mb"], headline(report))
 
 
 def write_table(name: str, title: str, meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -105,18 +114,13 @@ def run_variant(name: str, cfg: Any, run: pathlib.Path, settings: Any, threads: 
     import torch
 
     from tuskml.plugins.mammoth2.evaluate import evaluate_run
-    from tuskml.plugins.mammoth2.train import iter_metrics, train
+    from tuskml.plugins.mammoth2.train import train
 
     torch.set_num_threads(threads)
     shutil.rmtree(run, ignore_errors=True)
-    t0 = time.perf_counter()
-    summary = train(cfg, run)
-    wall = time.perf_counter() - t0
-    report = evaluate_run(run, run / "eval", settings)
-    joint = [m for m in iter_metrics(run) if m.get("phase") != "tokenizer"]
-    pace = statistics.median(m["samples_per_s"] for m in joint) if joint else float("nan")
-    return _row(name, cfg.seed, summary["steps"], summary["total_steps"], wall / 60, pace, summary["peak_memory_mb"],
-                report_head(report))
+    train(cfg, run)
+    evaluate_run(run, run / "eval", settings)
+    return run_row(name, run)
 
 
 def main() -> None:
@@ -131,6 +135,8 @@ def main() -> None:
                              "unchanged preset, listed as baseline rows: e.g. replicate seeds run at the same budget")
     parser.add_argument("--append", action="store_true",
                         help="keep the rows of benchmarks/results/<name>.json and run only the variants it lacks")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="no training: tabulate the variants' finished, evaluated run folders in --out")
     parser.add_argument("--out", default="/tmp/mammoth2_ablations")
     parser.add_argument("--name", default="mammoth2_ablations")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
@@ -172,12 +178,18 @@ def main() -> None:
              f"{args.per_category} held-out samples per category)")
     text = ""
     for name in names:
+        run = pathlib.Path(args.out) / name
+        if args.from_runs:
+            rows.append(run_row(name, run))
+            continue
         cfg = attrs.evolve(base, model=variant_model(model_config_of(base), name))
         # each variant trains in a fresh process, so its peak memory (process peak RSS) is its own
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            rows.append(pool.apply(run_variant, (name, cfg, pathlib.Path(args.out) / name, settings, args.threads)))
+            rows.append(pool.apply(run_variant, (name, cfg, run, settings, args.threads)))
         print(json.dumps(rows[-1]), flush=True)
         meta["loadavg_after"] = os.getloadavg()
+        text = write_table(args.name, title, meta, rows)
+    if args.from_runs:
         text = write_table(args.name, title, meta, rows)
     print(text)
 
