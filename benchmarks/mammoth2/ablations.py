@@ -133,14 +133,18 @@ def main() -> None:
     parser.add_argument("--recorded", default="",
                         help="comma-separated train_tiny.py result names (benchmarks/results/<name>.json) of the "
                              "unchanged preset, listed as baseline rows: e.g. replicate seeds run at the same budget")
+    parser.add_argument("--seed", type=int, default=None, help="training seed instead of the preset's (a replicate)")
     parser.add_argument("--append", action="store_true",
-                        help="keep the rows of benchmarks/results/<name>.json and run only the variants it lacks")
+                        help="keep the rows of benchmarks/results/<name>.json; run (or, with --from-runs, read) only "
+                             "the variant-seed pairs it lacks")
     parser.add_argument("--from-runs", action="store_true",
                         help="no training: tabulate the variants' finished, evaluated run folders in --out")
     parser.add_argument("--out", default="/tmp/mammoth2_ablations")
     parser.add_argument("--name", default="mammoth2_ablations")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     args = parser.parse_args()
+    from tuskml.plugins.mammoth2.configs_train import load_train_config  # torch-free
+
     names = args.variants.split(",")
     bad = [n for n in names if n not in VARIANTS]
     if bad:
@@ -150,18 +154,22 @@ def main() -> None:
     if args.append and previous.is_file():
         kept = [r for r in json.loads(previous.read_text())["rows"] if not r["variant"].startswith("baseline (")]
         rows += kept
-        names = [n for n in names if n not in {r["variant"] for r in kept}]
+        done = {(r["variant"], r["seed"]) for r in kept}
+        if not args.from_runs:  # the seed of a run folder is known only once it is read
+            seed = args.seed if args.seed is not None else load_train_config(args.config).seed
+            names = [n for n in names if (n, seed) not in done]
 
     import torch
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
 
-    from tuskml.plugins.mammoth2.configs_train import load_train_config
     from tuskml.plugins.mammoth2.evaluate import EvalSettings
     from tuskml.plugins.mammoth2.train import model_config_of
 
     base = load_train_config(args.config)
+    if args.seed is not None:
+        base = attrs.evolve(base, seed=args.seed)
     scale = args.steps_scale
     base = attrs.evolve(
         base, time_limit_minutes=args.minutes, progress=False,
@@ -180,7 +188,8 @@ def main() -> None:
     for name in names:
         run = pathlib.Path(args.out) / name
         if args.from_runs:
-            rows.append(run_row(name, run))
+            row = run_row(name, run)
+            rows = [r for r in rows if (r["variant"], r["seed"]) != (name, row["seed"])] + [row]
             continue
         cfg = attrs.evolve(base, model=variant_model(model_config_of(base), name))
         # each variant trains in a fresh process, so its peak memory (process peak RSS) is its own
