@@ -149,6 +149,9 @@ def main() -> None:
     bad = [n for n in names if n not in VARIANTS]
     if bad:
         raise SystemExit(f"unknown variants {bad}; variants: {', '.join(VARIANTS)}")
+    base = load_train_config(args.config)
+    if args.seed is not None:
+        base = attrs.evolve(base, seed=args.seed)
     rows: list[dict[str, Any]] = [recorded_row(n) for n in args.recorded.split(",") if n]
     previous = RESULTS / f"{args.name}.json"
     if args.append and previous.is_file():
@@ -156,8 +159,7 @@ def main() -> None:
         rows += kept
         done = {(r["variant"], r["seed"]) for r in kept}
         if not args.from_runs:  # the seed of a run folder is known only once it is read
-            seed = args.seed if args.seed is not None else load_train_config(args.config).seed
-            names = [n for n in names if (n, seed) not in done]
+            names = [n for n in names if (n, base.seed) not in done]
 
     import torch
 
@@ -167,9 +169,6 @@ def main() -> None:
     from tuskml.plugins.mammoth2.evaluate import EvalSettings
     from tuskml.plugins.mammoth2.train import model_config_of
 
-    base = load_train_config(args.config)
-    if args.seed is not None:
-        base = attrs.evolve(base, seed=args.seed)
     scale = args.steps_scale
     base = attrs.evolve(
         base, time_limit_minutes=args.minutes, progress=False,
