@@ -95,7 +95,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"
     progress: bool = True
-    # build the next joint step's batches in a background thread while this step computes (same run)
+    # build the next joint step's batches in a background thread while this step computes (the same
+    # run, bit for bit). For GPU runs; 0.66x on a 2-core CPU, where torch's threads fill the cores
+    # (benchmarks/results/mammoth2_prefetch.md)
     prefetch: bool = False
     # wall-clock budget of one invocation (0: none). When spent, the run checkpoints and finishes
     # early (pipeline written, ``stopped_early`` in the summary); the schedule is still by steps.
