@@ -60,6 +60,8 @@ def _row(name: str, seed: int, steps: int, planned: int, train_min: float, sampl
             "samples_per_s": samples_per_s, "peak_mb": peak_mb, **{col: head.get(key) for col, key in SCORES.items()}}
 
 
+HAND_NOTES = "\nNotes (added by hand"
+
 #: table column -> headline key (train_tiny.headline; the keys of its results' "trained" block)
 SCORES = {"geneval": "geneval.overall", "single": "geneval.single_object", "two": "geneval.two_object",
           "counting": "geneval.counting", "colours": "geneval.colors", "position": "geneval.position",
@@ -79,21 +81,20 @@ def recorded_row(name: str) -> dict[str, Any]:
 
 def run_row(name: str, run: pathlib.Path) -> dict[str, Any]:
     """A row from a trained and evaluated run folder (train_summary.json, metrics, eval/report.json)."""
-    from train_tiny import headline
+    from train_tiny import headline, joint_throughput
 
     from tuskml.plugins.mammoth2.configs_train import load_train_config
-    from tuskml.plugins.mammoth2.train import iter_metrics
 
     summary = json.loads((run / "train_summary.json").read_text())
     report = json.loads((run / "eval" / "report.json").read_text())
-    joint = [m["samples_per_s"] for m in iter_metrics(run) if m.get("phase") != "tokenizer"]
     return _row(name, load_train_config(run / "train_config.toml").seed, summary["steps"], summary["total_steps"],
-                summary["train_seconds"] / 60, statistics.median(joint) if joint else float("nan"),
+                summary["train_seconds"] / 60, joint_throughput(run)["joint_samples_per_s"],
                 summary["peak_memory_mb"], headline(report))
 
 
 def write_table(name: str, title: str, meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """Write results/<name>.json and .md (called after every variant, so a crash keeps what ran)."""
+    """Write results/<name>.json and .md (called after every variant, so a crash keeps what ran). Notes
+    added by hand at the end of an existing .md (from a line starting "Notes (added by hand") are kept."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     head = list(rows[0]) if rows else []
@@ -105,7 +106,10 @@ def write_table(name: str, title: str, meta: dict[str, Any], rows: list[dict[str
             f"{c} {statistics.mean(r[c] for r in recorded):.3f} ({statistics.stdev(r[c] for r in recorded):.3f})"
             for c in SCORES)]
     text = "\n".join(md) + "\n"
-    (RESULTS / f"{name}.md").write_text(text)
+    md_path = RESULTS / f"{name}.md"
+    old = md_path.read_text() if md_path.is_file() else ""
+    notes = old[old.index(HAND_NOTES):] if HAND_NOTES in old else ""
+    md_path.write_text(text + notes)
     return text
 
 
@@ -183,7 +187,6 @@ def main() -> None:
             "recorded": args.recorded}
     title = (f"# mammoth2 ablations (`{args.config}`, steps x{scale}, <= {args.minutes} min each, "
              f"{args.per_category} held-out samples per category)")
-    text = ""
     for name in names:
         run = pathlib.Path(args.out) / name
         if args.from_runs:
@@ -196,10 +199,8 @@ def main() -> None:
             rows.append(pool.apply(run_variant, (name, cfg, run, settings, args.threads)))
         print(json.dumps(rows[-1]), flush=True)
         meta["loadavg_after"] = os.getloadavg()
-        text = write_table(args.name, title, meta, rows)
-    if args.from_runs:
-        text = write_table(args.name, title, meta, rows)
-    print(text)
+        write_table(args.name, title, meta, rows)
+    print(write_table(args.name, title, meta, rows))
 
 
 if __name__ == "__main__":

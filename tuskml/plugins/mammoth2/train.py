@@ -435,11 +435,10 @@ class Trainer:
     def _batches_at(self, joint_step: int) -> list[dict[str, torch.Tensor]]:
         """This joint step's batches (prefetched when ``prefetch`` is on), and the next step's
         submitted to the background thread."""
-        batches = None
-        if self._prefetched is not None and self._prefetched[0] == joint_step:
-            batches = self._prefetched[1].result()
-        self._prefetched = None
-        if batches is None:
+        pending, self._prefetched = self._prefetched, None
+        if pending is not None and pending[0] == joint_step:
+            batches = pending[1].result()
+        else:
             batches = self._joint_batches(joint_step)
         if self.config.prefetch and joint_step + 1 < self.config.joint_steps:
             if self._prefetch_pool is None:
