@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import tuskml
@@ -249,6 +250,53 @@ class TextCopy(nn.Module):
         return weights @ values.to(weights.dtype)
 
 
+class TextPointer(nn.Module):
+    """A pointer-generator on the text logits (``text_copy = true``, an extension).
+
+    The next text token is drawn from ``(1 - g) softmax(head) + g p_copy``: ``g = sigmoid(gate(x_i))``
+    and ``p_copy`` puts the attention weight of each earlier visible text token j on its id. Keys are
+    tables on ids, ``key_prev[id_(j-1)] + key[id_j]``, and the query comes from the final hidden state:
+    after writing "green" the query learns to match ``key_prev["green"]``, the key of whatever followed
+    "green" in the prompt. Nothing in it depends on which words were seen together, so a plan can copy
+    "green triangle" from a prompt although no training text held that pair; the text head alone learns
+    never to write it. Returns log-probabilities, which serve as the text logits.
+    """
+
+    def __init__(self, hidden_size: int, text_vocab_size: int, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.query = nn.Linear(hidden_size, dim, bias=False)
+        self.key = nn.Embedding(text_vocab_size, dim)
+        self.key_prev = nn.Embedding(text_vocab_size, dim)
+        self.gate = nn.Linear(hidden_size, 1)
+
+    def reset_tables(self) -> None:
+        """N(0, 1) keys, as for :class:`TextCopy`: at 0.02 std a pointer stays unused; the gate starts at 0.12."""
+        nn.init.normal_(self.key.weight, std=1.0)
+        nn.init.normal_(self.key_prev.weight, std=1.0)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, -2.0)
+
+    def forward(self, x: torch.Tensor, text_logits: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor,
+                allowed: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, D]``, ``text_logits [B, T, V]``; ``ids``, ``visible`` ``[B, S]`` and ``allowed
+        [B, T, S]`` as for :class:`TextCopy`. Returns log-probabilities ``[B, T, V]``. A query with no
+        key it may read takes the head alone."""
+        prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
+        prev_ok = torch.cat((torch.zeros_like(visible[:, :1]), visible[:, :-1]), dim=1)
+        keys = self.key(ids) + self.key_prev(prev) * prev_ok.unsqueeze(-1).to(self.key.weight.dtype)
+        q = self.query(x).float()
+        scores = (q @ keys.float().transpose(1, 2) * self.dim ** -0.5).masked_fill(~allowed, float("-inf"))
+        any_key = allowed.any(-1, keepdim=True)
+        weights = torch.softmax(scores.masked_fill(~any_key, 0.0), dim=-1) * any_key
+        b, t, s = weights.shape
+        p_copy = weights.new_zeros(b, t, text_logits.shape[-1]).scatter_add_(2, ids[:, None, :].expand(b, t, s), weights)
+        gate = self.gate(x).float().masked_fill(~any_key, float("-inf"))
+        head = F.log_softmax(text_logits.float(), dim=-1) + F.logsigmoid(-gate)
+        copied = torch.log(p_copy + 1e-9) + F.logsigmoid(gate)
+        return torch.logaddexp(head, copied)
+
+
 class Mammoth2AR(nn.Module):
     """The ``mammoth2-ar`` backbone (see the module docstring)."""
 
@@ -293,6 +341,7 @@ class Mammoth2AR(nn.Module):
                 )
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
                                  config.gen_copy_dim, previous_only=config.gen_copy_values == "previous")
+        self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
         if config.tie_text_embeddings:
@@ -300,8 +349,9 @@ class Mammoth2AR(nn.Module):
 
     def _init_weights(self) -> None:
         init_linear_weights(self, self.config.init_std)
-        if self.copy is not None:
-            self.copy.reset_tables()
+        for pointer in (self.copy, self.pointer):
+            if pointer is not None:
+                pointer.reset_tables()
         if self.experts.routes_ffn and self.config.experts.init == "copy":
             for text_module, gen_module in self.expert_pairs():
                 gen_module.load_state_dict(text_module.state_dict())
@@ -362,14 +412,16 @@ class Mammoth2AR(nn.Module):
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
 
-    def _copied_logits(self, x: torch.Tensor, input_ids: torch.Tensor, key_mask: torch.Tensor | None,
-                       cache: KVCache | None, past_len: int) -> torch.Tensor:
-        """:class:`TextCopy` logits for the new tokens: each reads the visible text tokens up to itself."""
-        assert self.copy is not None
+    def _pointer_keys(self, input_ids: torch.Tensor, key_mask: torch.Tensor | None, cache: KVCache | None,
+                      past_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the id pointers (:class:`TextCopy`, :class:`TextPointer`) read for the new tokens: the
+        ids of all keys (cached + new, clamped into the text vocabulary), which of them are visible
+        text, and ``allowed [B, T, S]``: the visible text up to each new token itself."""
         ids = input_ids
         if cache is not None:
             if past_len and (cache.token_ids is None or cache.token_ids.shape[1] != past_len):
-                raise BackboneInputError("this KV cache holds no token ids for gen_copy_digit; fill it with this backbone")
+                raise BackboneInputError("this KV cache holds no token ids for the id pointers "
+                                         "(gen_copy_digit, text_copy); fill it with this backbone")
             ids = input_ids if not past_len else torch.cat((cache.token_ids, input_ids), dim=1)
             cache.token_ids = ids
         q_pos = torch.arange(input_ids.shape[1], device=ids.device) + past_len
@@ -377,7 +429,7 @@ class Mammoth2AR(nn.Module):
         visible = ids < self.gen_vocab_start
         if key_mask is not None:
             visible = visible & key_mask
-        return self.copy(x, ids.clamp(max=self.text_vocab_size - 1), visible, causal[None] & visible[:, None, :])
+        return ids.clamp(max=self.text_vocab_size - 1), visible, causal[None] & visible[:, None, :]
 
     # --- forward -------------------------------------------------------------------------------------
 
@@ -432,8 +484,14 @@ class Mammoth2AR(nn.Module):
         x = self.norm(x)
         if output_hidden_states:
             hidden[-1] = x
-        copied = self._copied_logits(x, input_ids, key_mask, cache, past_len) if self.copy is not None else None
-        logits = torch.cat((self.lm_head(x), self.gen_logits(x, copied)), dim=-1)
+        text_logits, copied = self.lm_head(x), None
+        if self.copy is not None or self.pointer is not None:
+            keys = self._pointer_keys(input_ids, key_mask, cache, past_len)
+            if self.copy is not None:
+                copied = self.copy(x, *keys)
+            if self.pointer is not None:
+                text_logits = self.pointer(x, text_logits, *keys).to(x.dtype)
+        logits = torch.cat((text_logits, self.gen_logits(x, copied)), dim=-1)
         return BackboneOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None,
                               past_key_values=cache if use_cache else None)
 

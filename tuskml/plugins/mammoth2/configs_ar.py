@@ -92,6 +92,10 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     gen_copy_dim: int = attrs.field(default=32, validator=_ge1)
     #: what a pointed-at text token j brings: its own value plus its predecessor's, or the predecessor's only
     gen_copy_values: Literal["token-and-previous", "previous"] = "token-and-previous"
+    #: a pointer-generator on the text logits (``ar.TextPointer``): a gate mixes the text head with a
+    #: copy of an earlier visible text token, found by a key on its predecessor's id (an induction
+    #: head on ids), so a plan can copy "green triangle" from the prompt although no training text had it
+    text_copy: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.gen_copy_digit is not None and self.gen_head != "factorized":
