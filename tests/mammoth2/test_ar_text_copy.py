@@ -64,6 +64,30 @@ def test_the_pointer_adds_to_its_digit_only_and_matches_its_definition(values):
                 torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
 
 
+def test_split_values_send_the_word_before_to_the_colour_and_the_word_itself_to_the_structure():
+    model = _backbone(gen_copy_values="split")
+    ids = _ids(model, 1, 5, 4)
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        x = out.hidden_states[-1]
+        a, b = (head(x) for head in model.gen_head_factors)
+        got_a, got_b = _digits(model, out.logits)
+        copy = model.copy
+        assert copy.value.weight.shape == (model.text_vocab_size, 6)  # the structure digit's radix
+        q = copy.query(x)
+        for i in (5, 8):
+            scores = torch.cat((q[0, i] @ copy.null_key[None].T, q[0, i] @ copy.key(ids[0, :5]).T)) * copy.dim ** -0.5
+            w = scores.softmax(-1)[1:]
+            prev = torch.cat((torch.zeros(1, 4), copy.value_prev(ids[0, :4])))
+            want_a = w @ prev * copy.value_gain
+            want_b = w @ copy.value(ids[0, :5]) * copy.value_gain
+            # token (i, j) = a_i + b_j: digit a's column 0 carries b_0, digit b's row 0 carries a_0
+            delta_a = (got_a[0, i] - got_a[0, i, 0]) - (a[0, i] - a[0, i, 0])
+            delta_b = (got_b[0, i] - got_b[0, i, 0]) - (b[0, i] - b[0, i, 0])
+            torch.testing.assert_close(delta_a, want_a - want_a[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(delta_b, want_b - want_b[0], atol=1e-5, rtol=1e-5)
+
+
 def test_hidden_and_later_text_tokens_are_not_read():
     model = _backbone()
     ids = _ids(model, 1, 5, 3)
@@ -113,6 +137,9 @@ def test_config_errors_name_the_problem():
         Mammoth2ARConfig(gen_copy_digit=0)
     with pytest.raises(ValueError):
         Mammoth2ARConfig(gen_head="factorized", gen_copy_digit=-1)
+    with pytest.raises(BackboneInputError, match="split' needs a two-digit"):
+        tuskml.create("backbone", "mammoth2-ar", gen_vocab_size=24, gen_head="factorized", gen_factors=(2, 3, 4),
+                      gen_copy_digit=0, gen_copy_values="split")
     with pytest.raises(BackboneInputError, match="gen_copy_digit=2 names no digit"):
         tuskml.create("backbone", "mammoth2-ar", gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6),
                       gen_copy_digit=2)

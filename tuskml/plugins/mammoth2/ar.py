@@ -205,8 +205,11 @@ class TextCopy(nn.Module):
     states, so "green" adds the same colour logits whatever shape it was paired with in training:
     the pointer can draw a colour-shape pair that no training prompt named. ``value_prev`` reads
     the word before, so a shape word can carry the colour written just before it. With
-    ``previous_only`` (``gen_copy_values = "previous"``) there is no ``value``: a word's own id never
-    brings logits, so a shape word cannot carry the colours seen with that shape.
+    ``gen_copy_values = "previous"`` there is no ``value``: a word's own id never brings logits, so a
+    shape word cannot carry the colours seen with that shape. With ``"split"`` a word's own ``value``
+    goes to the *other* digit of a two-digit token (the structure): one pointer at "triangle" then
+    brings the colour written before it to the colour digit and triangle-ness to the structure digit,
+    and neither word can carry the other's seen partners.
 
     The tables start as N(0, 1) keys and zero values read through ``value_gain``: with the backbone's
     0.02-std initialisation and Adam's per-parameter step the attention stayed uniform and the values
@@ -215,13 +218,15 @@ class TextCopy(nn.Module):
 
     value_gain = 8.0
 
-    def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int, previous_only: bool = False):
+    def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int,
+                 values: str = "token-and-previous", other_size: int = 0):
         super().__init__()
         self.dim = dim
+        self.split = values == "split"
         self.query = nn.Linear(hidden_size, dim, bias=False)
         self.key = nn.Embedding(text_vocab_size, dim)
         self.null_key = nn.Parameter(torch.zeros(dim))
-        self.value = None if previous_only else nn.Embedding(text_vocab_size, out_size)
+        self.value = None if values == "previous" else nn.Embedding(text_vocab_size, other_size if self.split else out_size)
         self.value_prev = nn.Embedding(text_vocab_size, out_size)
 
     def reset_tables(self) -> None:
@@ -230,12 +235,14 @@ class TextCopy(nn.Module):
         if self.value is not None:
             nn.init.zeros_(self.value.weight)
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor,
+                allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x [B, T, D]`` queries; ``ids [B, S]`` ids of all keys (clamped into the text vocabulary;
         ``S >= T``, the last ``T`` are the queries' own tokens); ``visible [B, S]`` the visible text
         tokens; ``allowed [B, T, S]`` which keys each query may read (visible, not later than itself).
-        Returns logits ``[B, T, out_size]``. A token whose predecessor is not visible text reads no
-        ``value_prev``."""
+        Returns logits ``[B, T, out_size]`` for the pointed digit and, with ``"split"``, ``[B, T,
+        other_size]`` for the other digit (else None). A token whose predecessor is not visible text
+        reads no ``value_prev``."""
         prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
         prev_ok = torch.cat((torch.zeros_like(visible[:, :1]), visible[:, :-1]), dim=1)
         q = self.query(x)
@@ -244,10 +251,13 @@ class TextCopy(nn.Module):
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
         weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
         values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
-        if self.value is not None:
+        if self.value is not None and not self.split:
             values = values + self.value(ids)
-        values = values * self.value_gain
-        return weights @ values.to(weights.dtype)
+        out = weights @ (values * self.value_gain).to(weights.dtype)
+        if not self.split:
+            return out, None
+        assert self.value is not None
+        return out, weights @ (self.value(ids) * self.value_gain).to(weights.dtype)
 
 
 class TextPointer(nn.Module):
@@ -339,8 +349,11 @@ class Mammoth2AR(nn.Module):
                     f"gen_copy_digit={config.gen_copy_digit} names no digit of the generation tokens "
                     f"(gen_factors {self.gen_factors}); it needs gen_head = 'factorized' and a digit below {len(self.gen_factors)}"
                 )
+            if config.gen_copy_values == "split" and len(self.gen_factors) != 2:
+                raise BackboneInputError(f"gen_copy_values='split' needs a two-digit generation token, got gen_factors {self.gen_factors}")
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
-                                 config.gen_copy_dim, previous_only=config.gen_copy_values == "previous")
+                                 config.gen_copy_dim, values=config.gen_copy_values,
+                                 other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0)
         self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
@@ -399,16 +412,19 @@ class Mammoth2AR(nn.Module):
         digits = mixed_radix_digits(codes, self.gen_factors)
         return sum(table(digits[..., i]) for i, table in enumerate(self.gen_embed_factors))
 
-    def gen_logits(self, x: torch.Tensor, copied: torch.Tensor | None = None) -> torch.Tensor:
+    def gen_logits(self, x: torch.Tensor, copied: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
         """Generation logits ``[..., gen_vocab_size]`` of final hidden states ``x [..., D]``;
-        ``copied`` (:class:`TextCopy`'s logits) is added to digit ``gen_copy_digit``."""
+        ``copied`` (:class:`TextCopy`'s logits) is added to digit ``gen_copy_digit`` (and, with
+        ``gen_copy_values = "split"``, its second part to the other digit)."""
         if not self.gen_factors:
             return self.gen_head(x)
         out = None
         for digit, head in enumerate(self.gen_head_factors):  # logit(i, j, ...) = a_i + b_j + ...
             part = head(x)
-            if copied is not None and digit == self.config.gen_copy_digit:
-                part = part + copied
+            if copied is not None:
+                extra = copied[0] if digit == self.config.gen_copy_digit else copied[1]
+                if extra is not None:
+                    part = part + extra
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
 
