@@ -32,6 +32,8 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "geneval.overall": report["geneval"]["overall"],
         **{f"geneval.{c}": v for c, v in report["geneval"].items() if c != "overall" and isinstance(v, float)},
         **({"geneval_plan.overall": report["geneval_plan"]["overall"]} if "geneval_plan" in report else {}),
+        **{f"scene_plan.names_prompt_phrases.{c}": v
+           for c, v in report.get("scene_plan", {}).get("names_prompt_phrases", {}).items()},
         "edit.success": report["edit"]["success"]["overall"],
         "edit.preservation": report["edit"]["preservation"]["overall"],
         "edit.success_preserved": report["edit"]["success_preserved"]["overall"],

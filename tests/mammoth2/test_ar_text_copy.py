@@ -20,8 +20,10 @@ def _backbone(**overrides) -> Mammoth2AR:
     with torch.no_grad():  # values start at zero; make the pointer's part of the logits clearly visible
         if model.copy.value is not None:
             model.copy.value.weight.normal_(0.0, 1.0)
-        model.copy.value_prev.weight.normal_(0.0, 1.0)
-        model.copy.key.weight.normal_(0.0, 1.0)
+        if model.copy.value_prev is not None:
+            model.copy.value_prev.weight.normal_(0.0, 1.0)
+        if not model.copy.hidden_keys:
+            model.copy.key.weight.normal_(0.0, 1.0)
     return model
 
 
@@ -88,6 +90,24 @@ def test_split_values_send_the_word_before_to_the_colour_and_the_word_itself_to_
             torch.testing.assert_close(delta_b, want_b - want_b[0], atol=1e-5, rtol=1e-5)
 
 
+def test_hidden_keys_are_projections_of_the_final_hidden_states():
+    model = _backbone(gen_copy_keys="hidden", gen_copy_values="token")
+    ids = _ids(model, 1, 5, 3)
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        x = out.hidden_states[-1]
+        a = model.gen_head_factors[0](x)
+        got_a, got_b = _digits(model, out.logits)
+        copy = model.copy
+        assert copy.value_prev is None
+        q, k = copy.query(x[0]), copy.key(x[0, :5])
+        for i in (5, 7):
+            w = (torch.cat((q[i] @ copy.null_key[None].T, q[i] @ k.T)) * copy.dim ** -0.5).softmax(-1)[1:]
+            want = w @ copy.value(ids[0, :5]) * copy.value_gain
+            delta = (got_a[0, i] - got_b[0, i, :1]) - a[0, i]
+            torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
+
+
 def test_hidden_and_later_text_tokens_are_not_read():
     model = _backbone()
     ids = _ids(model, 1, 5, 3)
@@ -107,8 +127,9 @@ def test_hidden_and_later_text_tokens_are_not_read():
     torch.testing.assert_close(again, hidden.logits, atol=1e-4, rtol=1e-4)
 
 
-def test_kv_cached_decoding_with_left_padding_equals_full_recomputation():
-    model = _backbone()
+@pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token"}])
+def test_kv_cached_decoding_with_left_padding_equals_full_recomputation(overrides):
+    model = _backbone(**overrides)
     ids = _ids(model, 2, 5, 6, seed=1)
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[1, :2] = False  # row 1 is left-padded

@@ -181,10 +181,14 @@ def _samples_and_plans(kinds, n, **config):
                 yield s, plan
 
 
-def test_phrase_plans_copy_the_prompt_in_its_order_with_each_cell():
-    for s, plan in _samples_and_plans(GENEVAL_CATEGORIES, 12, task="t2i", t2i_plan="phrases"):
+@pytest.mark.parametrize("style", ["phrases", "cell-phrases"])
+def test_phrase_plans_copy_the_prompt_in_its_order_with_each_cell(style):
+    for s, plan in _samples_and_plans(GENEVAL_CATEGORIES, 12, task="t2i", t2i_plan=style):
         parts = plan.replace(" and ", ", ").split(", ")
         assert len(parts) == len(s.scene.objects)
+        if style == "cell-phrases":  # "at bottom left a green triangle"
+            cells = [next(c for c in CELLS if p.startswith(f"at {c} ")) for p in parts]
+            parts = [f"{p[len(f'at {c} '):]} at {c}" for p, c in zip(parts, cells)]
         phrases = [p.rsplit(" at ", 1) for p in parts]
         objs = [next(o for o in s.scene.objects if CELLS[o.cell] == cell) for _, cell in phrases]
         assert len({o.cell for o in objs}) == len(objs)  # each object once

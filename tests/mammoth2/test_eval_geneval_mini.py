@@ -106,3 +106,17 @@ def test_sample_grid_png(tmp_path):
     path = tmp_path / "grid.png"
     grid = sample_grid(rows, path)
     assert path.is_file() and grid.size[1] == 6 * (32 * 3 + 2)
+
+
+def test_phrase_copy_rates_count_plans_naming_every_coloured_phrase():
+    from tuskml.plugins.mammoth2.evaluate import phrase_copy_rates
+
+    ds = ShapesWorld(ShapesWorldConfig(split="heldout", task="t2i", t2i_plan="phrases"))
+    samples = [ds.sample(i, kind=k) for k in ("colors", "position", "single_object") for i in range(4)]
+    truth = [s.scene_plan() for s in samples]
+    assert phrase_copy_rates(samples, truth) == {"colors": 1.0, "position": 1.0}  # no colour word: not counted
+    layout = [s.layout_plan() for s in samples]
+    assert phrase_copy_rates(samples, layout) == {"colors": 0.0, "position": 0.0}
+    # a plan that names only one of a position prompt's two phrases misses
+    half = [t.split(" and ")[0] if s.kind == "position" else t for s, t in zip(samples, truth)]
+    assert phrase_copy_rates(samples, half) == {"colors": 1.0, "position": 0.0}

@@ -219,38 +219,54 @@ class TextCopy(nn.Module):
     value_gain = 8.0
 
     def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int,
-                 values: str = "token-and-previous", other_size: int = 0):
+                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids"):
         super().__init__()
         self.dim = dim
         self.split = values == "split"
+        self.hidden_keys = keys == "hidden"
         self.query = nn.Linear(hidden_size, dim, bias=False)
-        self.key = nn.Embedding(text_vocab_size, dim)
+        # "hidden": a key from the token's final hidden state, which knows what came before it (in a
+        # cell-first plan, the cell of the phrase a colour word is in); values stay tables on ids
+        self.key: nn.Module = nn.Linear(hidden_size, dim, bias=False) if self.hidden_keys else nn.Embedding(text_vocab_size, dim)
         self.null_key = nn.Parameter(torch.zeros(dim))
         self.value = None if values == "previous" else nn.Embedding(text_vocab_size, other_size if self.split else out_size)
-        self.value_prev = nn.Embedding(text_vocab_size, out_size)
+        self.value_prev = None if values == "token" else nn.Embedding(text_vocab_size, out_size)
 
     def reset_tables(self) -> None:
-        nn.init.normal_(self.key.weight, std=1.0)
-        nn.init.zeros_(self.value_prev.weight)
-        if self.value is not None:
-            nn.init.zeros_(self.value.weight)
+        if self.hidden_keys:  # unit-variance queries and keys from RMS-normed states
+            for proj in (self.query, self.key):
+                nn.init.normal_(proj.weight, std=proj.weight.shape[1] ** -0.5)
+        else:
+            nn.init.normal_(self.key.weight, std=1.0)
+        for table in (self.value, self.value_prev):
+            if table is not None:
+                nn.init.zeros_(table.weight)
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor,
-                allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor, allowed: torch.Tensor,
+                key_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x [B, T, D]`` queries; ``ids [B, S]`` ids of all keys (clamped into the text vocabulary;
         ``S >= T``, the last ``T`` are the queries' own tokens); ``visible [B, S]`` the visible text
-        tokens; ``allowed [B, T, S]`` which keys each query may read (visible, not later than itself).
+        tokens; ``allowed [B, T, S]`` which keys each query may read (visible, not later than itself);
+        ``key_states [B, S, D]`` the final hidden states of all keys (``keys = "hidden"`` only).
         Returns logits ``[B, T, out_size]`` for the pointed digit and, with ``"split"``, ``[B, T,
         other_size]`` for the other digit (else None). A token whose predecessor is not visible text
         reads no ``value_prev``."""
         prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
         prev_ok = torch.cat((torch.zeros_like(visible[:, :1]), visible[:, :-1]), dim=1)
         q = self.query(x)
-        scores = q @ self.key(ids).transpose(1, 2) * self.dim ** -0.5
+        if self.hidden_keys:
+            if key_states is None:
+                raise BackboneInputError("gen_copy_keys='hidden' needs the hidden states of the keys")
+            keys = self.key(key_states)
+        else:
+            keys = self.key(ids)
+        scores = q @ keys.transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
         weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
-        values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
+        values = 0.0
+        if self.value_prev is not None:
+            values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
         if self.value is not None and not self.split:
             values = values + self.value(ids)
         out = weights @ (values * self.value_gain).to(weights.dtype)
@@ -353,7 +369,8 @@ class Mammoth2AR(nn.Module):
                 raise BackboneInputError(f"gen_copy_values='split' needs a two-digit generation token, got gen_factors {self.gen_factors}")
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
                                  config.gen_copy_dim, values=config.gen_copy_values,
-                                 other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0)
+                                 other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0,
+                                 keys=config.gen_copy_keys)
         self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
@@ -447,6 +464,17 @@ class Mammoth2AR(nn.Module):
             visible = visible & key_mask
         return ids.clamp(max=self.text_vocab_size - 1), visible, causal[None] & visible[:, None, :]
 
+    @staticmethod
+    def _key_states(x: torch.Tensor, cache: KVCache | None, past_len: int) -> torch.Tensor:
+        """Final hidden states of all keys (cached + new) for ``gen_copy_keys = "hidden"``."""
+        if cache is None:
+            return x
+        if past_len and (cache.pointer_states is None or cache.pointer_states.shape[1] != past_len):
+            raise BackboneInputError("this KV cache holds no hidden states for gen_copy_keys='hidden'; fill it with this backbone")
+        states = x if not past_len else torch.cat((cache.pointer_states.to(x.dtype), x), dim=1)
+        cache.pointer_states = states
+        return states
+
     # --- forward -------------------------------------------------------------------------------------
 
     def forward(self, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
@@ -504,7 +532,7 @@ class Mammoth2AR(nn.Module):
         if self.copy is not None or self.pointer is not None:
             keys = self._pointer_keys(input_ids, key_mask, cache, past_len)
             if self.copy is not None:
-                copied = self.copy(x, *keys)
+                copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None)
             if self.pointer is not None:
                 text_logits = self.pointer(x, text_logits, *keys).to(x.dtype)
         logits = torch.cat((text_logits, self.gen_logits(x, copied)), dim=-1)

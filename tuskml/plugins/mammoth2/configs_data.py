@@ -96,7 +96,9 @@ class ShapesWorldConfig(tuskml.DatasetConfig):
     # prompt's own phrases in the prompt's order, each with its cell ("a green triangle at bottom left
     # and a yellow circle at top left" for "a green triangle below a yellow circle"). t2i probe: held-out
     # position 0.22 -> 0.41; joint 30-min run within the seed spread (plugin README), so off
-    t2i_plan: Literal["layout", "phrases"] = "layout"
+    # "cell-phrases": the same with each cell first ("at bottom left a green triangle and ..."), so that a
+    # phrase's words know their cell (for gen_copy_keys = "hidden")
+    t2i_plan: Literal["layout", "phrases", "cell-phrases"] = "layout"
     # train split only (the held-out benchmark stays as it is): the share of colour-attribution and
     # position prompts that name one shape twice ("a red circle left of a blue circle"), where a
     # colour can be bound to its object by the prompt's word order alone, not by which pairs were seen

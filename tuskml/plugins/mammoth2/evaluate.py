@@ -110,6 +110,8 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     if scene_plans:
         report["geneval"]["scene_plan_examples"] = [
             {"prompt": s.text, "written": w, "truth": s.scene_plan()} for s, w in list(zip(samples, scene_plans))[::n]]
+        if base.t2i_plan in ("phrases", "cell-phrases"):
+            report["scene_plan"] = {"names_prompt_phrases": phrase_copy_rates(samples, scene_plans)}
     report["geneval_plan"] = GenEvalMini().evaluate([s.prompt for s in samples], plans)
     grids["geneval"] = {cat: [im for s, im in zip(samples, images) if s.kind == cat] for cat in GENEVAL_CATEGORIES}
 
@@ -155,6 +157,18 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
         sample_grid(grids["geneval"], out / "geneval_grid.png")
         sample_grid(grids["edit"], out / "edit_grid.png")
     return report
+
+
+def phrase_copy_rates(samples: list[Any], written: list[str]) -> dict[str, float]:
+    """Per GenEval category with colour words: the share of written plans (``t2i_plan = "phrases"``)
+    that name every coloured phrase of their prompt ("green triangle"), whatever cells they give (also
+    for ``"cell-phrases"``)."""
+    hits: dict[str, list[bool]] = {}
+    for sample, plan in zip(samples, written):
+        phrases = [f"{o.colour} {o.shape}" for o in sample.prompt.objects if o.colour]
+        if phrases:
+            hits.setdefault(sample.kind, []).append(all(p in plan for p in phrases))
+    return {kind: sum(h) / len(h) for kind, h in hits.items()}
 
 
 def _finite(value: Any) -> Any:

@@ -30,6 +30,8 @@ class KVCache:
         #: Long [B, S]: the ids of the cached tokens, kept only by backbones that read them back
         #: (``mammoth2-ar`` with ``gen_copy_digit``); None otherwise.
         self.token_ids: torch.Tensor | None = None
+        #: [B, S, D]: the final hidden states of the cached tokens (``gen_copy_keys = "hidden"``); else None.
+        self.pointer_states: torch.Tensor | None = None
 
     @property
     def seq_length(self) -> int:
@@ -87,6 +89,8 @@ class KVCache:
             out.key_mask = self.key_mask.index_select(0, batch_index.to(self.key_mask.device))
         if self.token_ids is not None:
             out.token_ids = self.token_ids.index_select(0, batch_index.to(self.token_ids.device))
+        if self.pointer_states is not None:
+            out.pointer_states = self.pointer_states.index_select(0, batch_index.to(self.pointer_states.device))
         return out
 
     def clone(self) -> KVCache:

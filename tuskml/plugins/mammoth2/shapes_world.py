@@ -86,14 +86,16 @@ class ShapesSample:
             return f"at {CELLS[self.edit_cell]}"
         if self.edit_cell is not None and self.edit_plan == "scene":
             return describe(self.scene)
-        if self.prompt is not None and self.t2i_plan == "phrases":
-            return self.phrase_plan()
+        if self.prompt is not None and self.t2i_plan in ("phrases", "cell-phrases"):
+            return self.phrase_plan(cell_first=self.t2i_plan == "cell-phrases")
         return self.layout_plan()
 
-    def phrase_plan(self) -> str:
+    def phrase_plan(self, cell_first: bool = False) -> str:
         """A text-to-image plan (``t2i_plan="phrases"``) that copies the prompt: its phrases in its order,
         each followed by the cell it is drawn in (``a green triangle at bottom left and a yellow circle at
         top left`` for "a green triangle below a yellow circle"; a count's objects in reading order).
+        ``cell_first`` (``t2i_plan="cell-phrases"``) puts each cell before its phrase (``at bottom left a
+        green triangle and at top left a yellow circle``), so every word of a phrase comes after its cell.
 
         The colour of a held-out pair is then copied from the phrase it is in, where the prompt's
         order says which cell it belongs to: the reading-order :meth:`layout_plan` leaves the image
@@ -109,6 +111,8 @@ class ShapesSample:
                 break
         else:  # pragma: no cover - scene_for_prompt draws exactly the named objects
             raise ShapesWorldError(f"internal: scene {self.scene} does not match {self.prompt.text!r}")
+        if cell_first:
+            return join_phrases([f"at {CELLS[o.cell]} {s.phrase}" for s, o in zip(specs, objs)])
         return join_phrases([f"{s.phrase} at {CELLS[o.cell]}" for s, o in zip(specs, objs)])
 
     def layout_plan(self) -> str:
