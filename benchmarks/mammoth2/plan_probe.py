@@ -54,9 +54,11 @@ def edit_plans(pipe: Any, samples: list[Any], seed: int = 0, **edit_kwargs: Any)
     return plans
 
 
-def t2i_plans(pipe: Any, samples: list[Any], seed: int = 0, **generate_kwargs: Any) -> list[Any]:
+def t2i_plans(pipe: Any, samples: list[Any], seed: int = 0, written: list[str] | None = None,
+              **generate_kwargs: Any) -> list[Any]:
     """The AR's text-to-image plans of shapes-world ``samples``, decoded by the VQ alone (PIL, no DiT
-    steps); ``generate_kwargs`` are the sampling settings of ``pipe.generate``."""
+    steps); ``generate_kwargs`` are the sampling settings of ``pipe.generate``. A ``written`` list
+    receives the scene plans' text (``scene_plan`` models)."""
     from tuskml.plugins.mammoth2.pipeline import to_pil
 
     plans: list[Any] = []
@@ -64,6 +66,8 @@ def t2i_plans(pipe: Any, samples: list[Any], seed: int = 0, **generate_kwargs: A
         result = pipe.generate([s.text for s in samples[start:start + 16]], seed=seed + start, steps=1,
                                return_result=True, **generate_kwargs)
         plans += to_pil(result.plan_pixels)
+        if written is not None:
+            written += result.scene_plans or []
     return plans
 
 
@@ -100,11 +104,16 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
     model = pipe.model
     vq = model.visual_tokenizer
     out: dict[str, Any] = {}
+    written: list[str] = []
     with torch.no_grad():
         truth = torch.stack([to_tensor(s.image) for s in samples])
         roundtrip = to_pil(vq.decode(vq.encode(truth)).float().clamp(-1, 1))
         if task == "t2i":
-            plans = t2i_plans(pipe, samples, seed, ar_guidance=3.0, top_k=8)
+            plans = t2i_plans(pipe, samples, seed, written, ar_guidance=3.0, top_k=8)
+            if data.t2i_plan in ("phrases", "cell-phrases"):
+                from tuskml.plugins.mammoth2.evaluate import phrase_copy_rates
+
+                out["plan_names_prompt_phrases"] = phrase_copy_rates(samples, written)
         else:
             plans = edit_plans(pipe, samples, seed)  # the pipeline's edit defaults: greedy, AR guidance 1
     for name, images in (("roundtrip", roundtrip), ("plan", plans)):
