@@ -21,8 +21,10 @@ def _outputs(pipe: Mammoth2Pipeline) -> tuple:
 @pytest.mark.parametrize("overrides", [{}, {"decoder": {"type": "lumina2"}, "aligner": {"type": "last-layer"},
                                            "backbone": {"experts": {"type": "ffn-attention", "start_layer": 1}}},
                                        {"visual_tokenizer": {"num_codebooks": 2, "codebook_size": 8},
-                                        "backbone": {"gen_head": "factorized"}}],
-                         ids=["tiny", "swapped-parts", "product-vq-factorized-head"])
+                                        "backbone": {"gen_head": "factorized"}},
+                                       {"backbone": {"gen_copy_digit": 0, "gen_copy_keys": "hidden", "gen_copy_values": "token",
+                                                     "text_copy": True}}],
+                         ids=["tiny", "swapped-parts", "product-vq-factorized-head", "pointers"])
 def test_save_load_gives_identical_outputs(tmp_path, overrides):
     torch.manual_seed(1)
     pipe = Mammoth2Pipeline(Mammoth2Model(load_preset("tiny", **overrides)))
