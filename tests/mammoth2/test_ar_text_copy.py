@@ -108,6 +108,26 @@ def test_hidden_keys_are_projections_of_the_final_hidden_states():
             torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
 
 
+def test_mix_makes_the_digit_a_gated_mixture_of_head_and_pointer():
+    model = _backbone(gen_copy_keys="hidden", gen_copy_values="token", gen_copy_mix=True)
+    ids = _ids(model, 1, 5, 3)
+    with torch.no_grad():
+        model.copy.gate.weight.normal_(0.0, 0.3)
+        out = model(ids, output_hidden_states=True)
+        x = out.hidden_states[-1]
+        gen = out.logits[0, :, model.text_vocab_size:].unflatten(-1, (4, 6))
+        colour = gen.logsumexp(-1)  # log p(colour) + a constant per position
+        copy = model.copy
+        q, k = copy.query(x[0]), copy.key(x[0, :5])
+        for i in (5, 7):
+            full = (torch.cat((q[i] @ copy.null_key[None].T, q[i] @ k.T)) * copy.dim ** -0.5).softmax(-1)
+            p_keys = (copy.value(ids[0, :5]) * copy.value_gain).softmax(-1)
+            p_head = model.gen_head_factors[0](x[0, i]).softmax(-1)
+            g = torch.sigmoid(copy.gate(x[0, i]))
+            want = torch.log(p_head * (1 - g + g * full[0]) + g * full[1:] @ p_keys)
+            torch.testing.assert_close(colour[i] - colour[i, 0], want - want[0], atol=1e-5, rtol=1e-5)
+
+
 def test_hidden_and_later_text_tokens_are_not_read():
     model = _backbone()
     ids = _ids(model, 1, 5, 3)
@@ -127,7 +147,7 @@ def test_hidden_and_later_text_tokens_are_not_read():
     torch.testing.assert_close(again, hidden.logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token"}])
+@pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token", "gen_copy_mix": True}])
 def test_kv_cached_decoding_with_left_padding_equals_full_recomputation(overrides):
     model = _backbone(**overrides)
     ids = _ids(model, 2, 5, 6, seed=1)

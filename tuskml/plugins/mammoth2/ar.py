@@ -219,10 +219,14 @@ class TextCopy(nn.Module):
     value_gain = 8.0
 
     def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int,
-                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids"):
+                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids", mix: bool = False):
         super().__init__()
         self.dim = dim
         self.split = values == "split"
+        # "mix": the digit's distribution is (1 - g) softmax(head) + g * pointer, the pointer's mass on
+        # each key a softmax of its value (the null slot's mass goes to the head), instead of head + values.
+        # Added logits leave the head's prior in the sum, and on held-out pairs that prior wins
+        self.gate = nn.Linear(hidden_size, 1) if mix else None
         self.hidden_keys = keys == "hidden"
         self.query = nn.Linear(hidden_size, dim, bias=False)
         # "hidden": a key from the token's final hidden state, which knows what came before it (in a
@@ -241,14 +245,19 @@ class TextCopy(nn.Module):
         for table in (self.value, self.value_prev):
             if table is not None:
                 nn.init.zeros_(table.weight)
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor, allowed: torch.Tensor,
-                key_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                key_states: torch.Tensor | None = None,
+                head: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x [B, T, D]`` queries; ``ids [B, S]`` ids of all keys (clamped into the text vocabulary;
         ``S >= T``, the last ``T`` are the queries' own tokens); ``visible [B, S]`` the visible text
         tokens; ``allowed [B, T, S]`` which keys each query may read (visible, not later than itself);
         ``key_states [B, S, D]`` the final hidden states of all keys (``keys = "hidden"`` only).
-        Returns logits ``[B, T, out_size]`` for the pointed digit and, with ``"split"``, ``[B, T,
+        Returns logits ``[B, T, out_size]`` to add to the pointed digit's head (with ``mix``: the
+        digit's log-probabilities, given its ``head`` logits) and, with ``"split"``, ``[B, T,
         other_size]`` for the other digit (else None). A token whose predecessor is not visible text
         reads no ``value_prev``."""
         prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
@@ -263,13 +272,23 @@ class TextCopy(nn.Module):
         scores = q @ keys.transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
-        weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
+        full = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)
+        weights = full[..., 1:]
         values = 0.0
         if self.value_prev is not None:
             values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
         if self.value is not None and not self.split:
             values = values + self.value(ids)
-        out = weights @ (values * self.value_gain).to(weights.dtype)
+        if self.gate is not None:
+            if head is None:
+                raise BackboneInputError("gen_copy_mix needs the pointed digit's head logits")
+            g = torch.sigmoid(self.gate(x).float())
+            p_keys = torch.softmax((values * self.value_gain).float(), dim=-1)  # [B, S, out]: each key's colour
+            p_head = torch.softmax(head.float(), dim=-1)
+            p = p_head * (1 - g + g * full[..., :1].float()) + g * (weights.float() @ p_keys)
+            out = torch.log(p + 1e-9).to(head.dtype)
+        else:
+            out = weights @ (values * self.value_gain).to(weights.dtype)
         if not self.split:
             return out, None
         assert self.value is not None
@@ -370,7 +389,7 @@ class Mammoth2AR(nn.Module):
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
                                  config.gen_copy_dim, values=config.gen_copy_values,
                                  other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0,
-                                 keys=config.gen_copy_keys)
+                                 keys=config.gen_copy_keys, mix=config.gen_copy_mix)
         self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
@@ -441,7 +460,8 @@ class Mammoth2AR(nn.Module):
             if copied is not None:
                 extra = copied[0] if digit == self.config.gen_copy_digit else copied[1]
                 if extra is not None:
-                    part = part + extra
+                    mixed = self.config.gen_copy_mix and digit == self.config.gen_copy_digit
+                    part = extra if mixed else part + extra
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
 
@@ -532,7 +552,8 @@ class Mammoth2AR(nn.Module):
         if self.copy is not None or self.pointer is not None:
             keys = self._pointer_keys(input_ids, key_mask, cache, past_len)
             if self.copy is not None:
-                copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None)
+                copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None,
+                                   head=self.gen_head_factors[self.config.gen_copy_digit](x) if self.config.gen_copy_mix else None)
             if self.pointer is not None:
                 text_logits = self.pointer(x, text_logits, *keys).to(x.dtype)
         logits = torch.cat((text_logits, self.gen_logits(x, copied)), dim=-1)

@@ -96,6 +96,8 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     gen_copy_values: Literal["token-and-previous", "previous", "split", "token"] = "token-and-previous"
     #: what a text token's key is: a table on its id, or ("hidden") a projection of its final hidden state
     gen_copy_keys: Literal["ids", "hidden"] = "ids"
+    #: the pointed digit's distribution is a gated mixture of its head and the pointer, not head + pointer logits
+    gen_copy_mix: bool = False
     #: a pointer-generator on the text logits (``ar.TextPointer``): a gate mixes the text head with a
     #: copy of an earlier visible text token, found by a key on its predecessor's id (an induction
     #: head on ids), so a plan can copy "green triangle" from the prompt although no training text had it
