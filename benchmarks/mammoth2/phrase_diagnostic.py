@@ -6,7 +6,7 @@ coloured phrase of the prompt, and among those and the others how many VQ-decode
 pass GenEvalMini. A few prompts per category are listed with what the detector found in their plan.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/mammoth2/phrase_diagnostic.py <run dir> \
-        [--t2i-plan cell-phrases] [--per-category 32] [--threads 2] [--show 8]
+        [--t2i-plan cell-phrases] [--per-category 32] [--threads 2] [--show 8] [--pointer-scale 1]
 
 ``<run dir>`` is a training or plan-probe run (its pipeline or latest checkpoint). Prints only.
 """
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--show", type=int, default=8)
+    parser.add_argument("--pointer-scale", type=float, default=1.0, help="weight of the colour pointer's logits (gen_copy_digit)")
     args = parser.parse_args()
 
     import torch
@@ -36,6 +37,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     pipe = load_run_pipeline(args.run)
+    pipe.model.backbone.copy_scale = args.pointer_scale
     ds = ShapesWorld(ShapesWorldConfig(split="heldout", task="t2i", t2i_plan=args.t2i_plan))
     n, detector, score = args.per_category, ShapesDetector(), GenEvalMini()
     for kind in ("colors", "position", "color_attr"):

@@ -128,6 +128,29 @@ def test_mix_makes_the_digit_a_gated_mixture_of_head_and_pointer():
             torch.testing.assert_close(colour[i] - colour[i, 0], want - want[0], atol=1e-5, rtol=1e-5)
 
 
+def test_split_next_sends_the_word_to_the_colour_and_the_next_word_to_the_structure():
+    model = _backbone(gen_copy_keys="hidden", gen_copy_values="split-next")
+    ids = _ids(model, 1, 5, 4)
+    with torch.no_grad():
+        model.copy.value_next.weight.normal_(0.0, 1.0)
+        out = model(ids, output_hidden_states=True)
+        x = out.hidden_states[-1]
+        a, b = (head(x) for head in model.gen_head_factors)
+        got_a, got_b = _digits(model, out.logits)
+        copy = model.copy
+        q, k = copy.query(x[0]), copy.key(x[0])
+        for i in (3, 5, 8):  # a text query reads the text before it, never itself
+            keys = list(range(min(i, 5)))
+            w = (torch.cat((q[i] @ copy.null_key[None].T, q[i] @ k[keys].T)) * copy.dim ** -0.5).softmax(-1)[1:]
+            nxt = copy.value_next(ids[0, 1:6].clamp(max=model.text_vocab_size - 1))[keys] * (ids[0, 1:6] < model.text_vocab_size)[keys, None]
+            want_a = w @ copy.value(ids[0, keys]) * copy.value_gain
+            want_b = w @ nxt * copy.value_gain
+            delta_a = (got_a[0, i] - got_a[0, i, 0]) - (a[0, i] - a[0, i, 0])
+            delta_b = (got_b[0, i] - got_b[0, i, 0]) - (b[0, i] - b[0, i, 0])
+            torch.testing.assert_close(delta_a, want_a - want_a[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(delta_b, want_b - want_b[0], atol=1e-5, rtol=1e-5)
+
+
 def test_hidden_and_later_text_tokens_are_not_read():
     model = _backbone()
     ids = _ids(model, 1, 5, 3)
@@ -147,7 +170,8 @@ def test_hidden_and_later_text_tokens_are_not_read():
     torch.testing.assert_close(again, hidden.logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token", "gen_copy_mix": True}])
+@pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token", "gen_copy_mix": True},
+                                       {"gen_copy_keys": "hidden", "gen_copy_values": "split-next"}])
 def test_kv_cached_decoding_with_left_padding_equals_full_recomputation(overrides):
     model = _backbone(**overrides)
     ids = _ids(model, 2, 5, 6, seed=1)

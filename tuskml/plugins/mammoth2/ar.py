@@ -222,7 +222,8 @@ class TextCopy(nn.Module):
                  values: str = "token-and-previous", other_size: int = 0, keys: str = "ids", mix: bool = False):
         super().__init__()
         self.dim = dim
-        self.split = values == "split"
+        self.split = values in ("split", "split-next")
+        self.next = values == "split-next"
         # "mix": the digit's distribution is (1 - g) softmax(head) + g * pointer, the pointer's mass on
         # each key a softmax of its value (the null slot's mass goes to the head), instead of head + values.
         # Added logits leave the head's prior in the sum, and on held-out pairs that prior wins
@@ -233,8 +234,12 @@ class TextCopy(nn.Module):
         # cell-first plan, the cell of the phrase a colour word is in); values stay tables on ids
         self.key: nn.Module = nn.Linear(hidden_size, dim, bias=False) if self.hidden_keys else nn.Embedding(text_vocab_size, dim)
         self.null_key = nn.Parameter(torch.zeros(dim))
-        self.value = None if values == "previous" else nn.Embedding(text_vocab_size, other_size if self.split else out_size)
-        self.value_prev = None if values == "token" else nn.Embedding(text_vocab_size, out_size)
+        own = other_size if values == "split" else out_size
+        self.value = None if values == "previous" else nn.Embedding(text_vocab_size, own)
+        self.value_prev = None if values in ("token", "split-next") else nn.Embedding(text_vocab_size, out_size)
+        # "split-next": the pointed word's own value to the pointed digit, the next word's to the other
+        # digit ("green" -> green, the "triangle" after it -> triangle's structure codes)
+        self.value_next = nn.Embedding(text_vocab_size, other_size) if self.next else None
 
     def reset_tables(self) -> None:
         if self.hidden_keys:  # unit-variance queries and keys from RMS-normed states
@@ -242,7 +247,7 @@ class TextCopy(nn.Module):
                 nn.init.normal_(proj.weight, std=proj.weight.shape[1] ** -0.5)
         else:
             nn.init.normal_(self.key.weight, std=1.0)
-        for table in (self.value, self.value_prev):
+        for table in (self.value, self.value_prev, self.value_next):
             if table is not None:
                 nn.init.zeros_(table.weight)
         if self.gate is not None:
@@ -269,6 +274,10 @@ class TextCopy(nn.Module):
             keys = self.key(key_states)
         else:
             keys = self.key(ids)
+        if self.next:  # a query never reads its own token, whose next word it has not seen
+            t, s_len = x.shape[1], ids.shape[1]
+            own = torch.arange(s_len, device=ids.device)[None, :] == torch.arange(s_len - t, s_len, device=ids.device)[:, None]
+            allowed = allowed & ~own
         scores = q @ keys.transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
@@ -277,7 +286,7 @@ class TextCopy(nn.Module):
         values = 0.0
         if self.value_prev is not None:
             values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
-        if self.value is not None and not self.split:
+        if self.value is not None and (self.next or not self.split):  # "split" sends it to the other digit
             values = values + self.value(ids)
         if self.gate is not None:
             if head is None:
@@ -291,8 +300,14 @@ class TextCopy(nn.Module):
             out = weights @ (values * self.value_gain).to(weights.dtype)
         if not self.split:
             return out, None
-        assert self.value is not None
-        return out, weights @ (self.value(ids) * self.value_gain).to(weights.dtype)
+        if self.value_next is not None:
+            nxt = torch.cat((ids[:, 1:], ids[:, -1:]), dim=1)
+            nxt_ok = torch.cat((visible[:, 1:], torch.zeros_like(visible[:, :1])), dim=1)
+            other = self.value_next(nxt) * nxt_ok.unsqueeze(-1).to(self.value_next.weight.dtype)
+        else:
+            assert self.value is not None
+            other = self.value(ids)
+        return out, weights @ (other * self.value_gain).to(weights.dtype)
 
 
 class TextPointer(nn.Module):
@@ -384,12 +399,15 @@ class Mammoth2AR(nn.Module):
                     f"gen_copy_digit={config.gen_copy_digit} names no digit of the generation tokens "
                     f"(gen_factors {self.gen_factors}); it needs gen_head = 'factorized' and a digit below {len(self.gen_factors)}"
                 )
-            if config.gen_copy_values == "split" and len(self.gen_factors) != 2:
-                raise BackboneInputError(f"gen_copy_values='split' needs a two-digit generation token, got gen_factors {self.gen_factors}")
+            if config.gen_copy_values in ("split", "split-next") and len(self.gen_factors) != 2:
+                raise BackboneInputError(f"gen_copy_values={config.gen_copy_values!r} needs a two-digit generation token, "
+                                         f"got gen_factors {self.gen_factors}")
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
                                  config.gen_copy_dim, values=config.gen_copy_values,
                                  other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0,
                                  keys=config.gen_copy_keys, mix=config.gen_copy_mix)
+        #: inference knob: the weight of :class:`TextCopy`'s added logits (1 in training); see ``Mammoth2Pipeline.generate``
+        self.copy_scale = 1.0
         self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_theta), persistent=False)
         self._init_weights()
@@ -461,7 +479,7 @@ class Mammoth2AR(nn.Module):
                 extra = copied[0] if digit == self.config.gen_copy_digit else copied[1]
                 if extra is not None:
                     mixed = self.config.gen_copy_mix and digit == self.config.gen_copy_digit
-                    part = extra if mixed else part + extra
+                    part = extra if mixed else part + self.copy_scale * extra
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
 

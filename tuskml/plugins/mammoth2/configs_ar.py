@@ -92,8 +92,8 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     gen_copy_dim: int = attrs.field(default=32, validator=_ge1)
     #: what a pointed-at text token j brings: its own value plus its predecessor's, or the predecessor's only,
     #: or ("split", two-digit tokens) its predecessor's to the pointed digit and its own to the other digit
-    #: or ("token") its own only
-    gen_copy_values: Literal["token-and-previous", "previous", "split", "token"] = "token-and-previous"
+    #: or ("token") its own only, or ("split-next") its own to the pointed digit and the next word's to the other
+    gen_copy_values: Literal["token-and-previous", "previous", "split", "token", "split-next"] = "token-and-previous"
     #: what a text token's key is: a table on its id, or ("hidden") a projection of its final hidden state
     gen_copy_keys: Literal["ids", "hidden"] = "ids"
     #: the pointed digit's distribution is a gated mixture of its head and the pointer, not head + pointer logits
