@@ -37,7 +37,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     pipe = load_run_pipeline(args.run)
-    pipe.model.backbone.copy_scale = args.pointer_scale
     ds = ShapesWorld(ShapesWorldConfig(split="heldout", task="t2i", t2i_plan=args.t2i_plan))
     n, detector, score = args.per_category, ShapesDetector(), GenEvalMini()
     for kind in ("colors", "position", "color_attr"):
@@ -46,7 +45,7 @@ def main() -> None:
         plans: list = []
         for start in range(0, n, 16):
             result = pipe.generate([s.text for s in samples[start:start + 16]], seed=start, steps=1,
-                                   return_result=True, ar_guidance=3.0, top_k=8)
+                                   return_result=True, ar_guidance=3.0, top_k=8, pointer_scale=args.pointer_scale)
             written += result.scene_plans or [""] * len(result.images)
             plans += to_pil(result.plan_pixels)
         named = [all(f"{o.colour} {o.shape}" in w for o in s.prompt.objects if o.colour) for s, w in zip(samples, written)]

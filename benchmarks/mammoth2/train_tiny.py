@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     parser.add_argument("--out", default="/tmp/mammoth2_tiny_run")
+    parser.add_argument("--pointer-scale", type=float, default=1.0,
+                        help="eval: weight of the colour pointer's logits in text-to-image (models with gen_copy_digit)")
     parser.add_argument("--name", default="mammoth2_train_tiny")
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed (initialisation, batches, noise) instead of the preset's: a replicate run")
@@ -96,7 +98,7 @@ def main() -> None:
     if args.seed is not None:
         config = attrs.evolve(config, seed=args.seed)
     run = pathlib.Path(args.out)
-    settings = EvalSettings(per_category=args.per_category)
+    settings = EvalSettings(per_category=args.per_category, pointer_scale=args.pointer_scale)
     previous = RESULTS / f"{args.name}.json"
     if args.reuse_run:
         old = json.loads(previous.read_text()) if previous.is_file() else {}
@@ -127,7 +129,7 @@ def main() -> None:
         "trained": headline(trained), "untrained": untrained_head or {},
         "scene_plan_examples": trained["geneval"].get("scene_plan_examples", []),
         "ground_truth_geneval_overall": ground_truth_geneval(config.data, args.per_category),
-        "eval_split": settings.split, "per_category": args.per_category,
+        "eval_split": settings.split, "per_category": args.per_category, "eval_settings": attrs.asdict(settings),
         "targets": {"geneval.overall": 0.75, "edit.success": 0.70, "understanding.accuracy": 0.90},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "loadavg_before": load_before, "loadavg_after": load_after},

@@ -338,3 +338,19 @@ def test_plan_guidance_weighs_the_prompt_against_a_branch_without_it():
     assert model.text_tokenizer.encode(result.scene_plans[0]) == written
     with pytest.raises(Mammoth2InputError, match="plan_guidance"):
         pipe.generate("a red circle", plan_guidance=0.0)
+
+
+def test_pointer_scale_weighs_the_colour_pointer_and_needs_one(pipe):
+    with pytest.raises(Mammoth2InputError, match="pointer_scale=2.0 needs a backbone with a colour pointer"):
+        pipe.generate("a red circle", steps=1, pointer_scale=2.0)
+    torch.manual_seed(0)
+    pointed = Mammoth2Pipeline(Mammoth2Model(load_preset("tiny", backbone={"gen_copy_digit": 0, "gen_copy_keys": "hidden",
+                                                                         "gen_copy_values": "token"})))
+    with torch.no_grad():
+        pointed.model.backbone.copy.value.weight.normal_(0.0, 1.0)
+    codes = [pointed.generate(["a red circle", "a blue square"], steps=1, seed=3, temperature=0, return_result=True).visual_codes
+             for _ in range(2)]
+    scaled = pointed.generate(["a red circle", "a blue square"], steps=1, seed=3, temperature=0, pointer_scale=0.0,
+                              return_result=True).visual_codes
+    assert torch.equal(codes[0], codes[1]) and not torch.equal(codes[0], scaled)
+    assert pointed.model.backbone.copy_scale == 1.0  # restored after the call

@@ -47,6 +47,8 @@ class EvalSettings:
     # edit plans: greedy and unguided (see Mammoth2Pipeline.edit; 0.42 vs 0.06 held-out plan success)
     edit_temperature: float = 0.0
     edit_ar_guidance: float = 1.0
+    # text-to-image image tokens: the weight of the colour pointer's logits (models with gen_copy_digit)
+    pointer_scale: float = 1.0
     batch_size: int = 16
 
 
@@ -102,7 +104,8 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     for chunk_i, chunk in enumerate(_batches(samples, settings.batch_size)):
         result = pipe.generate([s.text for s in chunk], seed=settings.seed + chunk_i, steps=settings.steps,
                                guidance=settings.guidance, ar_guidance=settings.ar_guidance,
-                               temperature=settings.temperature, top_k=settings.top_k, return_result=True)
+                               temperature=settings.temperature, top_k=settings.top_k,
+                               pointer_scale=settings.pointer_scale, return_result=True)
         images += result.images
         plans += to_pil(result.plan_pixels)
         scene_plans += result.scene_plans or []

@@ -425,7 +425,8 @@ class Mammoth2Pipeline:
                  ar_guidance: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, cfg_range: tuple[float, float] = (0.0, 1.0),
                  shift: float | None = None, plan_temperature: float = 0.0, plan_guidance: float = 1.0,
-                 max_plan_tokens: int = 64, return_result: bool = False) -> list[Any] | GenerationResult:
+                 max_plan_tokens: int = 64, pointer_scale: float = 1.0,
+                 return_result: bool = False) -> list[Any] | GenerationResult:
         """Text to image for one prompt or a batch of prompts; returns PIL images (one per prompt).
 
         A ``scene_plan`` model first writes each prompt's scene as text (greedy unless
@@ -438,8 +439,13 @@ class Mammoth2Pipeline:
         ``temperature=0`` samples the visual tokens greedily. ``cfg_range`` (in flow time, 0 = noise)
         limits the DiT's guidance to part of the trajectory; ``shift`` is the sampling time shift
         (None: the reference's sqrt(latent H*W)/40; pass 1.0 for schedulers that cannot shift).
+        ``pointer_scale`` weighs the colour pointer's logits (``gen_copy_digit``) in the image tokens (1: as trained).
         """
         check_sampling_args(temperature, top_k, top_p)
+        backbone = self.model.backbone
+        if pointer_scale != 1.0 and getattr(backbone, "copy", None) is None:
+            raise Mammoth2InputError(f"pointer_scale={pointer_scale} needs a backbone with a colour pointer "
+                                     "([backbone] gen_copy_digit); this one has none")
         prompts = _as_list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise Mammoth2InputError(f"prompts must be a string or a non-empty list of strings, got {prompts!r}")
@@ -456,8 +462,14 @@ class Mammoth2Pipeline:
                          for i, p in enumerate(prompt_ids)], model.special.pad, padding_side="left").to(self.device)
         no_text = _text_hidden(batch.roles)
         with self._autocast():
-            generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
-                                                  top_k=top_k, top_p=top_p, generator=g)
+            try:
+                if pointer_scale != 1.0:
+                    backbone.copy_scale = pointer_scale
+                generated = self.sample_visual_tokens(batch, no_text, guidance=ar_guidance, temperature=temperature,
+                                                      top_k=top_k, top_p=top_p, generator=g)
+            finally:
+                if pointer_scale != 1.0:
+                    backbone.copy_scale = 1.0
             use_cfg = guidance != 1.0
             branches = [torch.zeros_like(no_text)] + ([no_text] if use_cfg else [])
             conditions = self._conditions(batch, generated, branches)
