@@ -8,12 +8,57 @@ pass GenEvalMini. A few prompts per category are listed with what the detector f
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/mammoth2/phrase_diagnostic.py <run dir> \
         [--t2i-plan cell-phrases] [--per-category 32] [--threads 2] [--show 8] [--pointer-scale 1]
 
+With ``--first-patches`` (models with a colour pointer, ``gen_copy_digit``) it also teacher-forces the
+ground-truth plans and images of both splits and reports, at each object's first patch in raster order
+(where its colour is decided), how often the head alone, the pointer alone and their sum name the
+right colour digit.
+
 ``<run dir>`` is a training or plan-probe run (its pipeline or latest checkpoint). Prints only.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+
+def first_patch_accuracy(pipe: Any, samples: list[Any]) -> tuple[int, dict[str, float]]:
+    """Teacher-forced: (number of first patches, share named right by the colour head, by the
+    pointer alone and by their sum) over each object's first patch (raster order) in ``samples``."""
+    import torch
+
+    from tuskml.plugins.mammoth2.sequence import ntp_labels, positions_from_mask
+
+    model, backbone = pipe.model, pipe.model.backbone
+    batch = model.make_batch([s.to_model_sample() for s in samples])
+    ids, roles, mask = batch["input_ids"], batch["roles"], batch["attention_mask"].bool()
+    digit = backbone.config.gen_copy_digit
+    with torch.no_grad():
+        x = model.run_backbone(ids, mask, position_ids=positions_from_mask(mask), output_hidden_states=True).hidden_states[-1]
+        head = backbone.gen_head_factors[digit](x)
+        keys = backbone._pointer_keys(ids, mask, None, 0)
+        pointer, _ = backbone.copy(x, *keys, key_states=x if backbone.copy.hidden_keys else None)
+    labels = ntp_labels(ids, roles)
+    image = labels >= backbone.gen_vocab_start
+    codes = (labels - backbone.gen_vocab_start).clamp(min=0)
+    radix = 1
+    for f in backbone.gen_factors[digit + 1:]:
+        radix *= f
+    colour = codes // radix % backbone.gen_factors[digit]
+    background = torch.mode(colour[image]).values.item()
+    right = {"head": 0, "pointer": 0, "sum": 0}
+    n = 0
+    for row in range(ids.shape[0]):
+        seen: set[int] = set()
+        for pos in image[row].nonzero().flatten().tolist():
+            c = int(colour[row, pos])
+            if c == background or c in seen:
+                continue
+            seen.add(c)
+            n += 1
+            for name, logits in (("head", head), ("pointer", pointer), ("sum", head + pointer)):
+                right[name] += int(logits[row, pos].argmax() == c)
+    return n, {k: v / max(n, 1) for k, v in right.items()}
 
 
 def main() -> None:
@@ -24,6 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--show", type=int, default=8)
     parser.add_argument("--pointer-scale", type=float, default=1.0, help="weight of the colour pointer's logits (gen_copy_digit)")
+    parser.add_argument("--first-patches", action="store_true", help="teacher-forced colour at each object's first patch")
     args = parser.parse_args()
 
     import torch
@@ -56,6 +102,14 @@ def main() -> None:
               f"{hit}/{sum(named)} of those, {miss}/{n - sum(named)} of the others")
         for s, w, p, ok in list(zip(samples, written, plans, passed))[:args.show]:
             print(f"    {s.text!r} -> {w!r} | drawn: {describe(detector.scene(p))!r}{' | pass' if ok else ''}")
+    if args.first_patches:
+        if getattr(pipe.model.backbone, "copy", None) is None:
+            parser.error("--first-patches needs a model with a colour pointer ([backbone] gen_copy_digit)")
+        for split in ("train", "heldout"):
+            world = ShapesWorld(ShapesWorldConfig(split=split, task="t2i", t2i_plan=args.t2i_plan))
+            for kind in ("colors", "position", "color_attr"):
+                count, right = first_patch_accuracy(pipe, [world.sample(i, kind=kind) for i in range(n)])
+                print(f"first patches, {split} {kind} ({count}): " + ", ".join(f"{k} {v:.2f}" for k, v in right.items()))
 
 
 if __name__ == "__main__":

@@ -66,30 +66,6 @@ def test_the_pointer_adds_to_its_digit_only_and_matches_its_definition(values):
                 torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
 
 
-def test_split_values_send_the_word_before_to_the_colour_and_the_word_itself_to_the_structure():
-    model = _backbone(gen_copy_values="split")
-    ids = _ids(model, 1, 5, 4)
-    with torch.no_grad():
-        out = model(ids, output_hidden_states=True)
-        x = out.hidden_states[-1]
-        a, b = (head(x) for head in model.gen_head_factors)
-        got_a, got_b = _digits(model, out.logits)
-        copy = model.copy
-        assert copy.value.weight.shape == (model.text_vocab_size, 6)  # the structure digit's radix
-        q = copy.query(x)
-        for i in (5, 8):
-            scores = torch.cat((q[0, i] @ copy.null_key[None].T, q[0, i] @ copy.key(ids[0, :5]).T)) * copy.dim ** -0.5
-            w = scores.softmax(-1)[1:]
-            prev = torch.cat((torch.zeros(1, 4), copy.value_prev(ids[0, :4])))
-            want_a = w @ prev * copy.value_gain
-            want_b = w @ copy.value(ids[0, :5]) * copy.value_gain
-            # token (i, j) = a_i + b_j: digit a's column 0 carries b_0, digit b's row 0 carries a_0
-            delta_a = (got_a[0, i] - got_a[0, i, 0]) - (a[0, i] - a[0, i, 0])
-            delta_b = (got_b[0, i] - got_b[0, i, 0]) - (b[0, i] - b[0, i, 0])
-            torch.testing.assert_close(delta_a, want_a - want_a[0], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(delta_b, want_b - want_b[0], atol=1e-5, rtol=1e-5)
-
-
 def test_hidden_keys_are_projections_of_the_final_hidden_states():
     model = _backbone(gen_copy_keys="hidden", gen_copy_values="token")
     ids = _ids(model, 1, 5, 3)
@@ -106,26 +82,6 @@ def test_hidden_keys_are_projections_of_the_final_hidden_states():
             want = w @ copy.value(ids[0, :5]) * copy.value_gain
             delta = (got_a[0, i] - got_b[0, i, :1]) - a[0, i]
             torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
-
-
-def test_mix_makes_the_digit_a_gated_mixture_of_head_and_pointer():
-    model = _backbone(gen_copy_keys="hidden", gen_copy_values="token", gen_copy_mix=True)
-    ids = _ids(model, 1, 5, 3)
-    with torch.no_grad():
-        model.copy.gate.weight.normal_(0.0, 0.3)
-        out = model(ids, output_hidden_states=True)
-        x = out.hidden_states[-1]
-        gen = out.logits[0, :, model.text_vocab_size:].unflatten(-1, (4, 6))
-        colour = gen.logsumexp(-1)  # log p(colour) + a constant per position
-        copy = model.copy
-        q, k = copy.query(x[0]), copy.key(x[0, :5])
-        for i in (5, 7):
-            full = (torch.cat((q[i] @ copy.null_key[None].T, q[i] @ k.T)) * copy.dim ** -0.5).softmax(-1)
-            p_keys = (copy.value(ids[0, :5]) * copy.value_gain).softmax(-1)
-            p_head = model.gen_head_factors[0](x[0, i]).softmax(-1)
-            g = torch.sigmoid(copy.gate(x[0, i]))
-            want = torch.log(p_head * (1 - g + g * full[0]) + g * full[1:] @ p_keys)
-            torch.testing.assert_close(colour[i] - colour[i, 0], want - want[0], atol=1e-5, rtol=1e-5)
 
 
 def test_split_next_sends_the_word_to_the_colour_and_the_next_word_to_the_structure():
@@ -170,7 +126,7 @@ def test_hidden_and_later_text_tokens_are_not_read():
     torch.testing.assert_close(again, hidden.logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token", "gen_copy_mix": True},
+@pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token"},
                                        {"gen_copy_keys": "hidden", "gen_copy_values": "split-next"}])
 def test_kv_cached_decoding_with_left_padding_equals_full_recomputation(overrides):
     model = _backbone(**overrides)
@@ -202,9 +158,9 @@ def test_config_errors_name_the_problem():
         Mammoth2ARConfig(gen_copy_digit=0)
     with pytest.raises(ValueError):
         Mammoth2ARConfig(gen_head="factorized", gen_copy_digit=-1)
-    with pytest.raises(BackboneInputError, match="split' needs a two-digit"):
+    with pytest.raises(BackboneInputError, match="split-next' needs a two-digit"):
         tuskml.create("backbone", "mammoth2-ar", gen_vocab_size=24, gen_head="factorized", gen_factors=(2, 3, 4),
-                      gen_copy_digit=0, gen_copy_values="split")
+                      gen_copy_digit=0, gen_copy_values="split-next")
     with pytest.raises(BackboneInputError, match="gen_copy_digit=2 names no digit"):
         tuskml.create("backbone", "mammoth2-ar", gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6),
                       gen_copy_digit=2)

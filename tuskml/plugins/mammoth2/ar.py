@@ -206,10 +206,14 @@ class TextCopy(nn.Module):
     the pointer can draw a colour-shape pair that no training prompt named. ``value_prev`` reads
     the word before, so a shape word can carry the colour written just before it. With
     ``gen_copy_values = "previous"`` there is no ``value``: a word's own id never brings logits, so a
-    shape word cannot carry the colours seen with that shape. With ``"split"`` a word's own ``value``
-    goes to the *other* digit of a two-digit token (the structure): one pointer at "triangle" then
-    brings the colour written before it to the colour digit and triangle-ness to the structure digit,
-    and neither word can carry the other's seen partners.
+    shape word cannot carry the colours seen with that shape. ``"token"`` keeps only ``value``.
+
+    ``keys = "hidden"`` (``gen_copy_keys``) takes the keys from the text tokens' final hidden states
+    instead of id tables; the values stay tables on ids. In a cell-first plan ("at bottom right a green
+    triangle") the state of "green" knows its cell, so an image slot can point at the colour word of its
+    own cell. ``"split-next"`` then sends the pointed word's value to the colour digit and the *next*
+    word's (``value_next``, "triangle") to the other digit of a two-digit token, the structure: both the
+    colour and the shape of a cell come from ids, whatever pairs were seen.
 
     The tables start as N(0, 1) keys and zero values read through ``value_gain``: with the backbone's
     0.02-std initialisation and Adam's per-parameter step the attention stayed uniform and the values
@@ -219,27 +223,16 @@ class TextCopy(nn.Module):
     value_gain = 8.0
 
     def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int,
-                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids", mix: bool = False):
+                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids"):
         super().__init__()
         self.dim = dim
-        self.split = values in ("split", "split-next")
-        self.next = values == "split-next"
-        # "mix": the digit's distribution is (1 - g) softmax(head) + g * pointer, the pointer's mass on
-        # each key a softmax of its value (the null slot's mass goes to the head), instead of head + values.
-        # Added logits leave the head's prior in the sum, and on held-out pairs that prior wins
-        self.gate = nn.Linear(hidden_size, 1) if mix else None
         self.hidden_keys = keys == "hidden"
         self.query = nn.Linear(hidden_size, dim, bias=False)
-        # "hidden": a key from the token's final hidden state, which knows what came before it (in a
-        # cell-first plan, the cell of the phrase a colour word is in); values stay tables on ids
         self.key: nn.Module = nn.Linear(hidden_size, dim, bias=False) if self.hidden_keys else nn.Embedding(text_vocab_size, dim)
         self.null_key = nn.Parameter(torch.zeros(dim))
-        own = other_size if values == "split" else out_size
-        self.value = None if values == "previous" else nn.Embedding(text_vocab_size, own)
+        self.value = None if values == "previous" else nn.Embedding(text_vocab_size, out_size)
         self.value_prev = None if values in ("token", "split-next") else nn.Embedding(text_vocab_size, out_size)
-        # "split-next": the pointed word's own value to the pointed digit, the next word's to the other
-        # digit ("green" -> green, the "triangle" after it -> triangle's structure codes)
-        self.value_next = nn.Embedding(text_vocab_size, other_size) if self.next else None
+        self.value_next = nn.Embedding(text_vocab_size, other_size) if values == "split-next" else None
 
     def reset_tables(self) -> None:
         if self.hidden_keys:  # unit-variance queries and keys from RMS-normed states
@@ -250,21 +243,16 @@ class TextCopy(nn.Module):
         for table in (self.value, self.value_prev, self.value_next):
             if table is not None:
                 nn.init.zeros_(table.weight)
-        if self.gate is not None:
-            nn.init.zeros_(self.gate.weight)
-            nn.init.zeros_(self.gate.bias)
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor, allowed: torch.Tensor,
-                key_states: torch.Tensor | None = None,
-                head: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                key_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x [B, T, D]`` queries; ``ids [B, S]`` ids of all keys (clamped into the text vocabulary;
         ``S >= T``, the last ``T`` are the queries' own tokens); ``visible [B, S]`` the visible text
         tokens; ``allowed [B, T, S]`` which keys each query may read (visible, not later than itself);
         ``key_states [B, S, D]`` the final hidden states of all keys (``keys = "hidden"`` only).
-        Returns logits ``[B, T, out_size]`` to add to the pointed digit's head (with ``mix``: the
-        digit's log-probabilities, given its ``head`` logits) and, with ``"split"``, ``[B, T,
-        other_size]`` for the other digit (else None). A token whose predecessor is not visible text
-        reads no ``value_prev``."""
+        Returns logits ``[B, T, out_size]`` to add to the pointed digit's head and, with ``"split-next"``,
+        ``[B, T, other_size]`` for the other digit (else None). A token whose predecessor (successor) is
+        not visible text reads no ``value_prev`` (``value_next``)."""
         prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
         prev_ok = torch.cat((torch.zeros_like(visible[:, :1]), visible[:, :-1]), dim=1)
         q = self.query(x)
@@ -274,39 +262,25 @@ class TextCopy(nn.Module):
             keys = self.key(key_states)
         else:
             keys = self.key(ids)
-        if self.next:  # a query never reads its own token, whose next word it has not seen
+        if self.value_next is not None:  # a query never reads its own token, whose next word it has not seen
             t, s_len = x.shape[1], ids.shape[1]
             own = torch.arange(s_len, device=ids.device)[None, :] == torch.arange(s_len - t, s_len, device=ids.device)[:, None]
             allowed = allowed & ~own
         scores = q @ keys.transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
-        full = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)
-        weights = full[..., 1:]
+        weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
         values = 0.0
         if self.value_prev is not None:
             values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
-        if self.value is not None and (self.next or not self.split):  # "split" sends it to the other digit
+        if self.value is not None:
             values = values + self.value(ids)
-        if self.gate is not None:
-            if head is None:
-                raise BackboneInputError("gen_copy_mix needs the pointed digit's head logits")
-            g = torch.sigmoid(self.gate(x).float())
-            p_keys = torch.softmax((values * self.value_gain).float(), dim=-1)  # [B, S, out]: each key's colour
-            p_head = torch.softmax(head.float(), dim=-1)
-            p = p_head * (1 - g + g * full[..., :1].float()) + g * (weights.float() @ p_keys)
-            out = torch.log(p + 1e-9).to(head.dtype)
-        else:
-            out = weights @ (values * self.value_gain).to(weights.dtype)
-        if not self.split:
+        out = weights @ (values * self.value_gain).to(weights.dtype)
+        if self.value_next is None:
             return out, None
-        if self.value_next is not None:
-            nxt = torch.cat((ids[:, 1:], ids[:, -1:]), dim=1)
-            nxt_ok = torch.cat((visible[:, 1:], torch.zeros_like(visible[:, :1])), dim=1)
-            other = self.value_next(nxt) * nxt_ok.unsqueeze(-1).to(self.value_next.weight.dtype)
-        else:
-            assert self.value is not None
-            other = self.value(ids)
+        nxt = torch.cat((ids[:, 1:], ids[:, -1:]), dim=1)
+        nxt_ok = torch.cat((visible[:, 1:], torch.zeros_like(visible[:, :1])), dim=1)
+        other = self.value_next(nxt) * nxt_ok.unsqueeze(-1).to(self.value_next.weight.dtype)
         return out, weights @ (other * self.value_gain).to(weights.dtype)
 
 
@@ -399,13 +373,13 @@ class Mammoth2AR(nn.Module):
                     f"gen_copy_digit={config.gen_copy_digit} names no digit of the generation tokens "
                     f"(gen_factors {self.gen_factors}); it needs gen_head = 'factorized' and a digit below {len(self.gen_factors)}"
                 )
-            if config.gen_copy_values in ("split", "split-next") and len(self.gen_factors) != 2:
+            if config.gen_copy_values == "split-next" and len(self.gen_factors) != 2:
                 raise BackboneInputError(f"gen_copy_values={config.gen_copy_values!r} needs a two-digit generation token, "
                                          f"got gen_factors {self.gen_factors}")
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
                                  config.gen_copy_dim, values=config.gen_copy_values,
                                  other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0,
-                                 keys=config.gen_copy_keys, mix=config.gen_copy_mix)
+                                 keys=config.gen_copy_keys)
         #: inference knob: the weight of :class:`TextCopy`'s added logits (1 in training); see ``Mammoth2Pipeline.generate``
         self.copy_scale = 1.0
         self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
@@ -468,8 +442,8 @@ class Mammoth2AR(nn.Module):
 
     def gen_logits(self, x: torch.Tensor, copied: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
         """Generation logits ``[..., gen_vocab_size]`` of final hidden states ``x [..., D]``;
-        ``copied`` (:class:`TextCopy`'s logits) is added to digit ``gen_copy_digit`` (and, with
-        ``gen_copy_values = "split"``, its second part to the other digit)."""
+        ``copied`` (:class:`TextCopy`'s logits, times ``copy_scale``) is added to digit ``gen_copy_digit``
+        (and, with ``gen_copy_values = "split-next"``, its second part to the other digit)."""
         if not self.gen_factors:
             return self.gen_head(x)
         out = None
@@ -478,8 +452,7 @@ class Mammoth2AR(nn.Module):
             if copied is not None:
                 extra = copied[0] if digit == self.config.gen_copy_digit else copied[1]
                 if extra is not None:
-                    mixed = self.config.gen_copy_mix and digit == self.config.gen_copy_digit
-                    part = extra if mixed else part + self.copy_scale * extra
+                    part = part + self.copy_scale * extra
             out = part if out is None else (out[..., :, None] + part[..., None, :]).flatten(-2)
         return out
 
@@ -570,8 +543,7 @@ class Mammoth2AR(nn.Module):
         if self.copy is not None or self.pointer is not None:
             keys = self._pointer_keys(input_ids, key_mask, cache, past_len)
             if self.copy is not None:
-                copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None,
-                                   head=self.gen_head_factors[self.config.gen_copy_digit](x) if self.config.gen_copy_mix else None)
+                copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None)
             if self.pointer is not None:
                 text_logits = self.pointer(x, text_logits, *keys).to(x.dtype)
         logits = torch.cat((text_logits, self.gen_logits(x, copied)), dim=-1)

@@ -91,13 +91,11 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     gen_copy_digit: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
     gen_copy_dim: int = attrs.field(default=32, validator=_ge1)
     #: what a pointed-at text token j brings: its own value plus its predecessor's, or the predecessor's only,
-    #: or ("split", two-digit tokens) its predecessor's to the pointed digit and its own to the other digit
-    #: or ("token") its own only, or ("split-next") its own to the pointed digit and the next word's to the other
-    gen_copy_values: Literal["token-and-previous", "previous", "split", "token", "split-next"] = "token-and-previous"
+    #: or ("token") its own only, or ("split-next", two-digit tokens) its own to the pointed digit and the next
+    #: word's to the other digit
+    gen_copy_values: Literal["token-and-previous", "previous", "token", "split-next"] = "token-and-previous"
     #: what a text token's key is: a table on its id, or ("hidden") a projection of its final hidden state
     gen_copy_keys: Literal["ids", "hidden"] = "ids"
-    #: the pointed digit's distribution is a gated mixture of its head and the pointer, not head + pointer logits
-    gen_copy_mix: bool = False
     #: a pointer-generator on the text logits (``ar.TextPointer``): a gate mixes the text head with a
     #: copy of an earlier visible text token, found by a key on its predecessor's id (an induction
     #: head on ids), so a plan can copy "green triangle" from the prompt although no training text had it
