@@ -28,7 +28,7 @@ class KVCache:
         #: Bool [B, S]: True for real tokens; None while no call has passed a padding mask.
         self.key_mask: torch.Tensor | None = None
         #: Long [B, S]: the ids of the cached tokens, kept only by backbones that read them back
-        #: (``mammoth2-ar`` with ``gen_copy_digit``); None otherwise.
+        #: (``mammoth2-ar`` with ``gen_copy_digit`` or ``text_copy``); None otherwise.
         self.token_ids: torch.Tensor | None = None
         #: [B, S, D]: the final hidden states of the cached tokens (``gen_copy_keys = "hidden"``); else None.
         self.pointer_states: torch.Tensor | None = None
