@@ -27,7 +27,9 @@ def test_text_logits_are_the_gated_mixture_of_head_and_copy():
         x = out.hidden_states[-1]
         p = model.pointer
         got = out.logits[0, :, :32]
-        assert torch.allclose(got.exp().sum(-1), torch.ones(7), atol=1e-5)  # log-probabilities
+        # the text block keeps the head's total weight against the generation block
+        torch.testing.assert_close(got.logsumexp(-1), model.lm_head(x[0]).logsumexp(-1), atol=1e-5, rtol=1e-5)
+        got = F.log_softmax(got, dim=-1)
         for i in (2, 6):
             text = ids[0, :i + 1].clamp(max=31)
             keys = p.key(text) + torch.cat((torch.zeros(1, 8), p.key_prev(text[:-1])))
@@ -39,7 +41,7 @@ def test_text_logits_are_the_gated_mixture_of_head_and_copy():
             torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-4)
         # a query with no visible text token to read takes the head alone
         only_gen = model(torch.tensor([[36, 37]]), output_hidden_states=True)
-        head = F.log_softmax(model.lm_head(only_gen.hidden_states[-1]), dim=-1)
+        head = model.lm_head(only_gen.hidden_states[-1])
         torch.testing.assert_close(only_gen.logits[..., :32], head, atol=1e-5, rtol=1e-5)
 
 
