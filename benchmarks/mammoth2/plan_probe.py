@@ -85,7 +85,7 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
     understanding accuracy per question kind."""
     import torch
 
-    from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS, GENEVAL_CATEGORIES
+    from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS, GENEVAL_CATEGORIES, PHRASE_PLANS
     from tuskml.plugins.mammoth2.geneval_mini import GenEvalMini
     from tuskml.plugins.mammoth2.pipeline import to_pil
     from tuskml.plugins.mammoth2.shapes_world import ShapesWorld, to_tensor
@@ -110,7 +110,7 @@ def plan_scores(pipe: Any, data: Any, task: str, split: str, n: int, seed: int =
         roundtrip = to_pil(vq.decode(vq.encode(truth)).float().clamp(-1, 1))
         if task == "t2i":
             plans = t2i_plans(pipe, samples, seed, written, ar_guidance=3.0, top_k=8)
-            if data.t2i_plan in ("phrases", "cell-phrases"):
+            if data.t2i_plan in PHRASE_PLANS:
                 from tuskml.plugins.mammoth2.evaluate import phrase_copy_rates
 
                 out["plan_names_prompt_phrases"] = phrase_copy_rates(samples, written)

@@ -34,6 +34,8 @@ NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
 GENEVAL_CATEGORIES: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 EDIT_KINDS: tuple[str, ...] = ("recolour", "remove", "add", "replace")
 QUESTION_KINDS: tuple[str, ...] = ("count", "colour", "presence", "position", "caption")
+#: the text-to-image plan styles that copy the prompt's phrases (``ShapesWorldConfig.t2i_plan``)
+PHRASE_PLANS: tuple[str, ...] = ("phrases", "cell-phrases")
 
 
 def _image_size(instance: object, attribute: attrs.Attribute, value: int) -> None:

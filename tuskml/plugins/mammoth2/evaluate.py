@@ -17,7 +17,7 @@ import numpy as np
 import tuskml
 from tuskml.core.config import atomic_write_bytes
 from tuskml.core.errors import CheckpointError
-from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS, GENEVAL_CATEGORIES, QUESTION_KINDS
+from tuskml.plugins.mammoth2.configs_data import EDIT_KINDS, GENEVAL_CATEGORIES, PHRASE_PLANS, QUESTION_KINDS
 from tuskml.plugins.mammoth2.geneval_mini import (
     EditScore,
     GenEvalMini,
@@ -113,7 +113,7 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     if scene_plans:
         report["geneval"]["scene_plan_examples"] = [
             {"prompt": s.text, "written": w, "truth": s.scene_plan()} for s, w in list(zip(samples, scene_plans))[::n]]
-        if base.t2i_plan in ("phrases", "cell-phrases"):
+        if base.t2i_plan in PHRASE_PLANS:
             report["scene_plan"] = {"names_prompt_phrases": phrase_copy_rates(samples, scene_plans)}
     report["geneval_plan"] = GenEvalMini().evaluate([s.prompt for s in samples], plans)
     grids["geneval"] = {cat: [im for s, im in zip(samples, images) if s.kind == cat] for cat in GENEVAL_CATEGORIES}

@@ -28,6 +28,7 @@ from tuskml.plugins.mammoth2.configs_data import (
     EDIT_KINDS,
     GENEVAL_CATEGORIES,
     NUMBER_WORDS,
+    PHRASE_PLANS,
     QUESTION_KINDS,
     SHAPES,
     ShapesWorldConfig,
@@ -86,7 +87,7 @@ class ShapesSample:
             return f"at {CELLS[self.edit_cell]}"
         if self.edit_cell is not None and self.edit_plan == "scene":
             return describe(self.scene)
-        if self.prompt is not None and self.t2i_plan in ("phrases", "cell-phrases"):
+        if self.prompt is not None and self.t2i_plan in PHRASE_PLANS:
             return self.phrase_plan(cell_first=self.t2i_plan == "cell-phrases")
         return self.layout_plan()
 
