@@ -24,27 +24,32 @@ from typing import Any
 
 def first_patch_accuracy(pipe: Any, samples: list[Any]) -> tuple[int, dict[str, float]]:
     """Teacher-forced: (number of first patches, share named right by the colour head, by the
-    pointer alone and by their sum) over each object's first patch (raster order) in ``samples``."""
+    pointer alone and by their sum) over each object's first patch (raster order) in ``samples``.
+    The head alone is the forward with ``copy_scale = 0``; the pointer alone is the difference."""
     import torch
 
     from tuskml.plugins.mammoth2.sequence import ntp_labels, positions_from_mask
+    from tuskml.plugins.mammoth2.vq import mixed_radix_digits
 
     model, backbone = pipe.model, pipe.model.backbone
     batch = model.make_batch([s.to_model_sample() for s in samples])
     ids, roles, mask = batch["input_ids"], batch["roles"], batch["attention_mask"].bool()
-    digit = backbone.config.gen_copy_digit
+    digit, factors = backbone.config.gen_copy_digit, backbone.gen_factors
+    others = tuple(d - len(factors) for d in range(len(factors)) if d != digit)
+
+    def digit_logits(scale: float) -> torch.Tensor:  # the pointed digit's logits, up to a constant per position
+        backbone.copy_scale = scale
+        try:
+            logits = model.run_backbone(ids, mask, position_ids=positions_from_mask(mask)).logits
+        finally:
+            backbone.copy_scale = 1.0
+        return logits[..., backbone.gen_vocab_start:].unflatten(-1, factors).logsumexp(dim=others)
+
     with torch.no_grad():
-        x = model.run_backbone(ids, mask, position_ids=positions_from_mask(mask), output_hidden_states=True).hidden_states[-1]
-        head = backbone.gen_head_factors[digit](x)
-        keys = backbone._pointer_keys(ids, mask, None, 0)
-        pointer, _ = backbone.copy(x, *keys, key_states=x if backbone.copy.hidden_keys else None)
+        head, total = digit_logits(0.0), digit_logits(1.0)
     labels = ntp_labels(ids, roles)
     image = labels >= backbone.gen_vocab_start
-    codes = (labels - backbone.gen_vocab_start).clamp(min=0)
-    radix = 1
-    for f in backbone.gen_factors[digit + 1:]:
-        radix *= f
-    colour = codes // radix % backbone.gen_factors[digit]
+    colour = mixed_radix_digits((labels - backbone.gen_vocab_start).clamp(min=0), factors)[..., digit]
     background = torch.mode(colour[image]).values.item()
     right = {"head": 0, "pointer": 0, "sum": 0}
     n = 0
@@ -56,7 +61,7 @@ def first_patch_accuracy(pipe: Any, samples: list[Any]) -> tuple[int, dict[str, 
                 continue
             seen.add(c)
             n += 1
-            for name, logits in (("head", head), ("pointer", pointer), ("sum", head + pointer)):
+            for name, logits in (("head", head), ("pointer", total - head), ("sum", total)):
                 right[name] += int(logits[row, pos].argmax() == c)
     return n, {k: v / max(n, 1) for k, v in right.items()}
 
@@ -75,7 +80,7 @@ def main() -> None:
     import torch
 
     from tuskml.plugins.mammoth2.configs_data import ShapesWorldConfig
-    from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
+    from tuskml.plugins.mammoth2.evaluate import load_run_pipeline, names_prompt_phrases
     from tuskml.plugins.mammoth2.geneval_mini import GenEvalMini, ShapesDetector
     from tuskml.plugins.mammoth2.pipeline import to_pil
     from tuskml.plugins.mammoth2.shapes_scene import describe
@@ -94,7 +99,7 @@ def main() -> None:
                                    return_result=True, ar_guidance=3.0, top_k=8, pointer_scale=args.pointer_scale)
             written += result.scene_plans or [""] * len(result.images)
             plans += to_pil(result.plan_pixels)
-        named = [all(f"{o.colour} {o.shape}" in w for o in s.prompt.objects if o.colour) for s, w in zip(samples, written)]
+        named = [names_prompt_phrases(s, w) for s, w in zip(samples, written)]
         passed = [score.score(s.prompt, p) >= 1.0 for s, p in zip(samples, plans)]
         hit = sum(p for p, k in zip(passed, named) if k)
         miss = sum(p for p, k in zip(passed, named) if not k)

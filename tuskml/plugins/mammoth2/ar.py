@@ -196,6 +196,15 @@ class ARDecoderLayer(nn.Module):
         return x + self.mlp(h)
 
 
+def _shifted(ids: torch.Tensor, visible: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each key's predecessor (``step = -1``) or successor (``step = 1``): its id ``[B, S]`` and whether
+    it is visible text (False past either end)."""
+    none = torch.zeros_like(visible[:, :1])
+    if step < 0:
+        return torch.cat((ids[:, :1], ids[:, :-1]), dim=1), torch.cat((none, visible[:, :-1]), dim=1)
+    return torch.cat((ids[:, 1:], ids[:, -1:]), dim=1), torch.cat((visible[:, 1:], none), dim=1)
+
+
 class TextCopy(nn.Module):
     """Logits for one digit of a generation token, read from the earlier text tokens by a pointer.
 
@@ -253,8 +262,6 @@ class TextCopy(nn.Module):
         Returns logits ``[B, T, out_size]`` to add to the pointed digit's head and, with ``"split-next"``,
         ``[B, T, other_size]`` for the other digit (else None). A token whose predecessor (successor) is
         not visible text reads no ``value_prev`` (``value_next``)."""
-        prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
-        prev_ok = torch.cat((torch.zeros_like(visible[:, :1]), visible[:, :-1]), dim=1)
         q = self.query(x)
         if self.hidden_keys:
             if key_states is None:
@@ -272,14 +279,14 @@ class TextCopy(nn.Module):
         weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
         values = 0.0
         if self.value_prev is not None:
+            prev, prev_ok = _shifted(ids, visible, -1)
             values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
         if self.value is not None:
             values = values + self.value(ids)
         out = weights @ (values * self.value_gain).to(weights.dtype)
         if self.value_next is None:
             return out, None
-        nxt = torch.cat((ids[:, 1:], ids[:, -1:]), dim=1)
-        nxt_ok = torch.cat((visible[:, 1:], torch.zeros_like(visible[:, :1])), dim=1)
+        nxt, nxt_ok = _shifted(ids, visible, 1)
         other = self.value_next(nxt) * nxt_ok.unsqueeze(-1).to(self.value_next.weight.dtype)
         return out, weights @ (other * self.value_gain).to(weights.dtype)
 
@@ -319,8 +326,7 @@ class TextPointer(nn.Module):
         """``x [B, T, D]``, ``text_logits [B, T, V]``; ``ids``, ``visible`` ``[B, S]`` and ``allowed
         [B, T, S]`` as for :class:`TextCopy`. Returns logits ``[B, T, V]`` (see the class). A query
         with no key it may read takes the head alone."""
-        prev = torch.cat((ids[:, :1], ids[:, :-1]), dim=1)
-        prev_ok = torch.cat((torch.zeros_like(visible[:, :1]), visible[:, :-1]), dim=1)
+        prev, prev_ok = _shifted(ids, visible, -1)
         keys = self.key(ids) + self.key_prev(prev) * prev_ok.unsqueeze(-1).to(self.key.weight.dtype)
         q = self.query(x).float()
         scores = (q @ keys.float().transpose(1, 2) * self.dim ** -0.5).masked_fill(~allowed, float("-inf"))

@@ -162,15 +162,21 @@ def evaluate_pipeline(pipe: Any, data_config: Any, settings: EvalSettings = Eval
     return report
 
 
+def names_prompt_phrases(sample: Any, plan: str) -> bool | None:
+    """Whether a written plan names every coloured phrase of the sample's prompt ("green triangle"),
+    whatever cells it gives; None for a prompt without colour words."""
+    phrases = [f"{o.colour} {o.shape}" for o in sample.prompt.objects if o.colour]
+    return all(p in plan for p in phrases) if phrases else None
+
+
 def phrase_copy_rates(samples: list[Any], written: list[str]) -> dict[str, float]:
-    """Per GenEval category with colour words: the share of written plans (``t2i_plan = "phrases"``)
-    that name every coloured phrase of their prompt ("green triangle"), whatever cells they give (also
-    for ``"cell-phrases"``)."""
+    """Per GenEval category with colour words: the share of written plans (``t2i_plan`` in
+    :data:`PHRASE_PLANS`) that name every coloured phrase of their prompt (:func:`names_prompt_phrases`)."""
     hits: dict[str, list[bool]] = {}
     for sample, plan in zip(samples, written):
-        phrases = [f"{o.colour} {o.shape}" for o in sample.prompt.objects if o.colour]
-        if phrases:
-            hits.setdefault(sample.kind, []).append(all(p in plan for p in phrases))
+        named = names_prompt_phrases(sample, plan)
+        if named is not None:
+            hits.setdefault(sample.kind, []).append(named)
     return {kind: sum(h) / len(h) for kind, h in hits.items()}
 
 
