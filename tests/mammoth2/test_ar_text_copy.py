@@ -126,16 +126,50 @@ def test_hidden_and_later_text_tokens_are_not_read():
     torch.testing.assert_close(again, hidden.logits, atol=1e-4, rtol=1e-4)
 
 
+def test_copy_alone_rows_take_the_digit_from_the_pointer_and_its_null_value_only():
+    model = _backbone(gen_copy_keys="hidden", gen_copy_values="previous", gen_copy_alone=True)
+    ids = _ids(model, 2, 5, 4)
+    alone = torch.tensor([True, False])
+    with torch.no_grad():
+        model.copy.null_value.normal_(0.0, 1.0)
+        out = model(ids, output_hidden_states=True, copy_alone=alone)
+        x = out.hidden_states[-1]
+        head_a = model.gen_head_factors[0](x)
+        got_a, got_b = _digits(model, out.logits)
+        copy = model.copy
+        q, k = copy.query(x), copy.key(x)
+        for row in range(2):
+            for i in (5, 8):
+                w = (torch.cat((q[row, i] @ copy.null_key[None].T, q[row, i] @ k[row, :5].T)) * copy.dim ** -0.5).softmax(-1)
+                prev = torch.cat((torch.zeros(1, 4), copy.value_prev(ids[row, :4])))
+                want = (w[1:] @ prev + w[0] * copy.null_value) * copy.value_gain
+                if not alone[row]:  # a row with the head keeps it, the pointer added
+                    want = want + head_a[row, i]
+                delta = got_a[row, i] - got_b[row, i, :1]
+                torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
+        # the head of the pointed digit changes nothing in the alone row, and the other row's logits
+        model.gen_head_factors[0].weight.add_(torch.randn_like(model.gen_head_factors[0].weight))
+        again = model(ids, copy_alone=alone).logits
+    torch.testing.assert_close(again[0], out.logits[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(again[1, 5:], out.logits[1, 5:], atol=1e-3)
+    # every row takes the pointer alone unless told otherwise
+    torch.testing.assert_close(model(ids).logits, model(ids, copy_alone=torch.tensor([True, True])).logits)
+
+
 @pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token"},
-                                       {"gen_copy_keys": "hidden", "gen_copy_values": "split-next"}])
+                                       {"gen_copy_keys": "hidden", "gen_copy_values": "split-next"},
+                                       {"gen_copy_keys": "hidden", "gen_copy_values": "previous", "gen_copy_alone": True}])
 def test_kv_cached_decoding_with_left_padding_equals_full_recomputation(overrides):
     model = _backbone(**overrides)
     ids = _ids(model, 2, 5, 6, seed=1)
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[1, :2] = False  # row 1 is left-padded
+    alone = {"copy_alone": torch.tensor([False, True])} if model.config.gen_copy_alone else {}
     with torch.no_grad():
-        full = model(ids, attention_mask=mask).logits
-        out = model(ids[:, :4], attention_mask=mask[:, :4], use_cache=True)
+        if model.copy.null_value is not None:
+            model.copy.null_value.normal_(0.0, 1.0)
+        full = model(ids, attention_mask=mask, **alone).logits
+        out = model(ids[:, :4], attention_mask=mask[:, :4], use_cache=True, **alone)
         cache = out.past_key_values
         assert cache.token_ids is not None and cache.token_ids.shape == (2, 4)
         pieces = [out.logits]
@@ -145,6 +179,8 @@ def test_kv_cached_decoding_with_left_padding_equals_full_recomputation(override
         assert cache.token_ids.shape == ids.shape
         # a duplicated cache (as for classifier-free guidance) carries the ids along
         doubled = cache.select(torch.tensor([0, 0]))
+        if alone:
+            assert doubled.copy_alone.tolist() == [False, False]
         step = torch.tensor([[model.gen_vocab_start + 3]] * 2)
         a = model(step[:1], past_key_values=cache.select(torch.tensor([0])), use_cache=True).logits
         c = model(step, past_key_values=doubled, use_cache=True).logits
@@ -161,6 +197,13 @@ def test_config_errors_name_the_problem():
     with pytest.raises(BackboneInputError, match="split-next' needs a two-digit"):
         tuskml.create("backbone", "mammoth2-ar", gen_vocab_size=24, gen_head="factorized", gen_factors=(2, 3, 4),
                       gen_copy_digit=0, gen_copy_values="split-next")
+    with pytest.raises(ValueError, match="gen_copy_alone .* needs gen_copy_digit"):
+        Mammoth2ARConfig(gen_head="factorized", gen_factors=(4, 6), gen_vocab_size=24, gen_copy_alone=True)
+    with pytest.raises(BackboneInputError, match="copy_alone needs a backbone with gen_copy_alone"):
+        _backbone()(_ids(_backbone(), 1, 3, 1), copy_alone=torch.tensor([True]))
+    alone = _backbone(gen_copy_alone=True)
+    with pytest.raises(BackboneInputError, match=r"copy_alone must be a bool tensor \[B=1\]"):
+        alone(_ids(alone, 1, 3, 1), copy_alone=torch.tensor([1, 0]))
     with pytest.raises(BackboneInputError, match="gen_copy_digit=2 names no digit"):
         tuskml.create("backbone", "mammoth2-ar", gen_vocab_size=24, gen_head="factorized", gen_factors=(4, 6),
                       gen_copy_digit=2)

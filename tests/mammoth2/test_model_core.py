@@ -290,3 +290,24 @@ def test_plan_noise_swaps_plan_codes_in_training_only(monkeypatch):
     assert 0.3 < changed < 0.6  # about half the codes swapped (a swap may draw the same code)
     model.eval()(**batch)
     assert torch.equal(planned[-1], truth)
+
+
+def test_copy_alone_text_to_image_rows_train_the_pointer_not_the_colour_head():
+    torch.manual_seed(0)
+    model = Mammoth2Model(load_preset("tiny", prompt_dropout=0.0, source_dropout=0.0,
+                                      backbone={"gen_copy_digit": 0, "gen_copy_keys": "hidden",
+                                                "gen_copy_values": "previous", "gen_copy_alone": True}))
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    t2i = model.make_batch([TextToImageSample("a red circle", img[0], plan=PLAN)])
+    edit = model.make_batch([EditSample(img[0], "make it blue", img[1], plan=PLAN)])
+    assert model.copy_alone_rows(t2i["roles"]).tolist() == [True]
+    assert model.copy_alone_rows(edit["roles"]).tolist() == [False]
+    colour_head = model.backbone.gen_head_factors[0].weight
+    for batch, head_learns in ((t2i, False), (edit, True)):
+        model.zero_grad()
+        model(**batch).ntp_loss.backward()
+        assert model.backbone.copy.null_value.grad.abs().sum() > 0  # the pointer learns in both
+        got = colour_head.grad is not None and bool(colour_head.grad.abs().sum() > 0)
+        assert got == head_learns
+    assert Mammoth2Model(load_preset("tiny")).copy_alone_rows(t2i["roles"]) is None

@@ -224,6 +224,9 @@ class TextCopy(nn.Module):
     word's (``value_next``, "triangle") to the other digit of a two-digit token, the structure: both the
     colour and the shape of a cell come from ids, whatever pairs were seen.
 
+    With ``alone`` (``gen_copy_alone``) the null slot brings a learned value too (``null_value``): in
+    the rows that take the digit from the pointer alone, it is what a slot reads when no word names it.
+
     The tables start as N(0, 1) keys and zero values read through ``value_gain``: with the backbone's
     0.02-std initialisation and Adam's per-parameter step the attention stayed uniform and the values
     below 1 for a whole probe, and the hidden-state head did all the work.
@@ -232,7 +235,7 @@ class TextCopy(nn.Module):
     value_gain = 8.0
 
     def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int,
-                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids"):
+                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids", alone: bool = False):
         super().__init__()
         self.dim = dim
         self.hidden_keys = keys == "hidden"
@@ -242,6 +245,7 @@ class TextCopy(nn.Module):
         self.value = None if values == "previous" else nn.Embedding(text_vocab_size, out_size)
         self.value_prev = None if values in ("token", "split-next") else nn.Embedding(text_vocab_size, out_size)
         self.value_next = nn.Embedding(text_vocab_size, other_size) if values == "split-next" else None
+        self.null_value = nn.Parameter(torch.zeros(out_size)) if alone else None
 
     def reset_tables(self) -> None:
         if self.hidden_keys:  # unit-variance queries and keys from RMS-normed states
@@ -276,7 +280,8 @@ class TextCopy(nn.Module):
         scores = q @ keys.transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
-        weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)[..., 1:]
+        weights = torch.softmax(torch.cat((null, scores), dim=-1), dim=-1)
+        null_weight, weights = weights[..., :1], weights[..., 1:]
         values = 0.0
         if self.value_prev is not None:
             prev, prev_ok = _shifted(ids, visible, -1)
@@ -284,6 +289,8 @@ class TextCopy(nn.Module):
         if self.value is not None:
             values = values + self.value(ids)
         out = weights @ (values * self.value_gain).to(weights.dtype)
+        if self.null_value is not None:
+            out = out + null_weight * (self.null_value * self.value_gain).to(weights.dtype)
         if self.value_next is None:
             return out, None
         nxt, nxt_ok = _shifted(ids, visible, 1)
@@ -390,7 +397,7 @@ class Mammoth2AR(nn.Module):
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
                                  config.gen_copy_dim, values=config.gen_copy_values,
                                  other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0,
-                                 keys=config.gen_copy_keys)
+                                 keys=config.gen_copy_keys, alone=config.gen_copy_alone)
         #: inference knob: the weight of :class:`TextCopy`'s added logits (1 in training); see ``Mammoth2Pipeline.generate``
         self.copy_scale = 1.0
         self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
@@ -451,15 +458,19 @@ class Mammoth2AR(nn.Module):
         digits = mixed_radix_digits(codes, self.gen_factors)
         return sum(table(digits[..., i]) for i, table in enumerate(self.gen_embed_factors))
 
-    def gen_logits(self, x: torch.Tensor, copied: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
-        """Generation logits ``[..., gen_vocab_size]`` of final hidden states ``x [..., D]``;
+    def gen_logits(self, x: torch.Tensor, copied: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+                   alone: torch.Tensor | None = None) -> torch.Tensor:
+        """Generation logits ``[B, ..., gen_vocab_size]`` of final hidden states ``x [B, ..., D]``;
         ``copied`` (:class:`TextCopy`'s logits, times ``copy_scale``) is added to digit ``gen_copy_digit``
-        (and, with ``gen_copy_values = "split-next"``, its second part to the other digit)."""
+        (and, with ``gen_copy_values = "split-next"``, its second part to the other digit). In the rows
+        where ``alone`` (Bool[B]) is True that digit has no head: its logits are the pointer's alone."""
         if not self.gen_factors:
             return self.gen_head(x)
         out = None
         for digit, head in enumerate(self.gen_head_factors):  # logit(i, j, ...) = a_i + b_j + ...
             part = head(x)
+            if alone is not None and digit == self.config.gen_copy_digit:
+                part = part * (~alone).to(part.dtype).view(-1, *[1] * (part.dim() - 1))
             if copied is not None:
                 extra = copied[0] if digit == self.config.gen_copy_digit else copied[1]
                 if extra is not None:
@@ -486,6 +497,24 @@ class Mammoth2AR(nn.Module):
             visible = visible & key_mask
         return ids.clamp(max=self.text_vocab_size - 1), visible, causal[None] & visible[:, None, :]
 
+    def _copy_alone(self, copy_alone: torch.Tensor | None, cache: KVCache | None, batch: int,
+                    device: torch.device) -> torch.Tensor | None:
+        """The rows whose pointed digit comes from the pointer alone (``gen_copy_alone``): those given,
+        else those the cache kept from its prefill, else every row; None without ``gen_copy_alone``."""
+        if not self.config.gen_copy_alone:
+            if copy_alone is not None:
+                raise BackboneInputError("copy_alone needs a backbone with gen_copy_alone = true")
+            return None
+        if copy_alone is None:
+            copy_alone = cache.copy_alone if cache is not None and cache.copy_alone is not None \
+                else torch.ones(batch, dtype=torch.bool, device=device)
+        if copy_alone.shape != (batch,) or copy_alone.dtype != torch.bool:
+            raise BackboneInputError(f"copy_alone must be a bool tensor [B={batch}], got "
+                                     f"{tuple(copy_alone.shape)} {copy_alone.dtype}")
+        if cache is not None:
+            cache.copy_alone = copy_alone
+        return copy_alone
+
     @staticmethod
     def _key_states(x: torch.Tensor, cache: KVCache | None, past_len: int) -> torch.Tensor:
         """Final hidden states of all keys (cached + new) for ``gen_copy_keys = "hidden"``."""
@@ -502,7 +531,7 @@ class Mammoth2AR(nn.Module):
     def forward(self, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 past_key_values: KVCache | None = None, use_cache: bool = False,
-                output_hidden_states: bool = False) -> BackboneOutput:
+                output_hidden_states: bool = False, copy_alone: torch.Tensor | None = None) -> BackboneOutput:
         """Logits (and optionally all hidden states) for ``input_ids [B, T]``.
 
         ``input_ids`` always drive expert routing, even when ``inputs_embeds`` replaces the lookup.
@@ -510,7 +539,8 @@ class Mammoth2AR(nn.Module):
         Without ``position_ids``, positions count the unmasked tokens, which is right for left
         padding; pass them explicitly when the mask also hides real tokens (e.g. a CFG branch that
         masks the prompt). A ``past_key_values`` cache is extended in place; with ``use_cache`` and
-        no cache a new one is started and returned.
+        no cache a new one is started and returned. ``copy_alone`` (Bool[B], ``gen_copy_alone`` only):
+        the rows whose pointed digit has no head (default: every row, or what the cache's prefill got).
         """
         self._check_ids(input_ids)
         b, t = input_ids.shape
@@ -557,7 +587,8 @@ class Mammoth2AR(nn.Module):
                 copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None)
             if self.pointer is not None:
                 text_logits = self.pointer(x, text_logits, *keys).to(x.dtype)
-        logits = torch.cat((text_logits, self.gen_logits(x, copied)), dim=-1)
+        alone = self._copy_alone(copy_alone, cache, b, device)
+        logits = torch.cat((text_logits, self.gen_logits(x, copied, alone)), dim=-1)
         return BackboneOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None,
                               past_key_values=cache if use_cache else None)
 

@@ -96,6 +96,10 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     gen_copy_values: Literal["token-and-previous", "previous", "token", "split-next"] = "token-and-previous"
     #: what a text token's key is: a table on its id, or ("hidden") a projection of its final hidden state
     gen_copy_keys: Literal["ids", "hidden"] = "ids"
+    #: rows without an edit source (text to image) take the pointed digit from the pointer alone, whose
+    #: null slot then brings a learned value (the background); the digit's own head serves edit rows only,
+    #: so no head learns which colours went with which shape in text-to-image training
+    gen_copy_alone: bool = False
     #: a pointer-generator on the text logits (``ar.TextPointer``): a gate mixes the text head with a
     #: copy of an earlier visible text token, found by a key on its predecessor's id (an induction
     #: head on ids), so a plan can copy "green triangle" from the prompt although no training text had it
@@ -105,6 +109,8 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
         if self.gen_copy_digit is not None and self.gen_head != "factorized":
             raise ValueError("gen_copy_digit points one digit of a factorised generation token at the text; "
                              "it needs gen_head = 'factorized'")
+        if self.gen_copy_alone and self.gen_copy_digit is None:
+            raise ValueError("gen_copy_alone takes a digit from the colour pointer alone; it needs gen_copy_digit")
         if any(f < 1 for f in self.gen_factors):
             raise ValueError(f"gen_factors must be positive radices, got {self.gen_factors}")
         if self.gen_factors and math.prod(self.gen_factors) != self.gen_vocab_size:

@@ -32,6 +32,8 @@ class KVCache:
         self.token_ids: torch.Tensor | None = None
         #: [B, S, D]: the final hidden states of the cached tokens (``gen_copy_keys = "hidden"``); else None.
         self.pointer_states: torch.Tensor | None = None
+        #: Bool [B]: the rows whose pointed digit has no head (``gen_copy_alone``); else None.
+        self.copy_alone: torch.Tensor | None = None
 
     @property
     def seq_length(self) -> int:
@@ -87,10 +89,10 @@ class KVCache:
         out._lengths = list(self._lengths)
         if self.key_mask is not None:
             out.key_mask = self.key_mask.index_select(0, batch_index.to(self.key_mask.device))
-        if self.token_ids is not None:
-            out.token_ids = self.token_ids.index_select(0, batch_index.to(self.token_ids.device))
-        if self.pointer_states is not None:
-            out.pointer_states = self.pointer_states.index_select(0, batch_index.to(self.pointer_states.device))
+        for name in ("token_ids", "pointer_states", "copy_alone"):
+            kept = getattr(self, name)
+            if kept is not None:
+                setattr(out, name, kept.index_select(0, batch_index.to(kept.device)))
         return out
 
     def clone(self) -> KVCache:

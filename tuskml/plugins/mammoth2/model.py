@@ -410,12 +410,13 @@ class Mammoth2Model(nn.Module):
     def run_backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                      position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                      output_hidden_states: bool = False, past_key_values: Any = None, use_cache: bool = False,
-                     image_slots: torch.Tensor | None = None, source_hints: torch.Tensor | None = None) -> Any:
+                     image_slots: torch.Tensor | None = None, source_hints: torch.Tensor | None = None,
+                     copy_alone: torch.Tensor | None = None) -> Any:
         """The AR backbone on ``input_ids``. With ``visual_positions``, image tokens get their slot's
         embedding added; ``image_slots`` (Long[B, T], -1 = none) must be given when the ids do not
         hold the ``[image_start]`` of their block (one-token decoding steps), else it is derived.
         With ``source_hints``, ``source_hints`` (Long[B, T] from :meth:`source_hint_ids`, -1 = none)
-        adds the edit source's hint embeddings; None adds none."""
+        adds the edit source's hint embeddings; None adds none. ``copy_alone``: see :meth:`copy_alone_rows`."""
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
         extra = None
@@ -429,9 +430,17 @@ class Mammoth2Model(nn.Module):
             if inputs_embeds is None:
                 inputs_embeds = self.backbone.embed(input_ids)
             inputs_embeds = inputs_embeds + extra.to(inputs_embeds.dtype)
+        kwargs = {} if copy_alone is None else {"copy_alone": copy_alone}
         return self.backbone(input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              inputs_embeds=inputs_embeds, past_key_values=past_key_values, use_cache=use_cache,
-                             output_hidden_states=output_hidden_states)
+                             output_hidden_states=output_hidden_states, **kwargs)
+
+    def copy_alone_rows(self, roles: torch.Tensor) -> torch.Tensor | None:
+        """Bool[B]: the rows with no edit source, which take the colour digit from the pointer alone
+        (``[backbone] gen_copy_alone``); None when the backbone has no such option set."""
+        if not getattr(getattr(self.backbone, "config", None), "gen_copy_alone", False):
+            return None
+        return ~(roles == int(Role.SOURCE_IMAGE)).any(-1)
 
     def condition(self, hidden_states: Sequence[torch.Tensor], roles: torch.Tensor,
                   hidden_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -481,7 +490,8 @@ class Mammoth2Model(nn.Module):
         embeds = self.input_embeddings(input_ids, roles, understanding_images, has_understanding)
         hints = self.source_hint_ids(input_ids, roles, visible) if self.source_hints is not None else None
         out = self.run_backbone(input_ids, visible, position_ids=positions_from_mask(attention_mask),
-                                inputs_embeds=embeds, output_hidden_states=True, source_hints=hints)
+                                inputs_embeds=embeds, output_hidden_states=True, source_hints=hints,
+                                copy_alone=self.copy_alone_rows(roles))
 
         labels = ntp_labels(input_ids, roles)
         code_labels = labels if hints is None else self.code_labels(hints, labels)

@@ -267,7 +267,7 @@ class Mammoth2Pipeline:
         gated = source is not None and model.keep_gate is not None
         positions = positions_from_mask(pad_mask)
         out = model.run_backbone(ids, visible, position_ids=positions, inputs_embeds=inputs_embeds, use_cache=True,
-                                 source_hints=hints, output_hidden_states=gated)
+                                 source_hints=hints, output_hidden_states=gated, copy_alone=model.copy_alone_rows(roles))
         cache = out.past_key_values
         next_pos = positions[:, -1:] + 1
         logits = out.logits[:, -1]
