@@ -25,7 +25,9 @@ from typing import Any
 def first_patch_accuracy(pipe: Any, samples: list[Any]) -> tuple[int, dict[str, float]]:
     """Teacher-forced: (number of first patches, share named right by the colour head, by the
     pointer alone and by their sum) over each object's first patch (raster order) in ``samples``.
-    The head alone is the forward with ``copy_scale = 0``; the pointer alone is the difference."""
+    The head alone is the forward with ``copy_scale = 0``; the pointer alone is the difference. A
+    ``gen_copy_alone`` model samples from the pointer alone; its head (trained on edit rows) is read
+    with every row marked as an edit row."""
     import torch
 
     from tuskml.plugins.mammoth2.sequence import ntp_labels, positions_from_mask
@@ -36,11 +38,12 @@ def first_patch_accuracy(pipe: Any, samples: list[Any]) -> tuple[int, dict[str, 
     ids, roles, mask = batch["input_ids"], batch["roles"], batch["attention_mask"].bool()
     digit, factors = backbone.config.gen_copy_digit, backbone.gen_factors
     others = tuple(d - len(factors) for d in range(len(factors)) if d != digit)
+    with_head = None if model.copy_alone_rows(roles) is None else torch.zeros(ids.shape[0], dtype=torch.bool)
 
     def digit_logits(scale: float) -> torch.Tensor:  # the pointed digit's logits, up to a constant per position
         backbone.copy_scale = scale
         try:
-            logits = model.run_backbone(ids, mask, position_ids=positions_from_mask(mask)).logits
+            logits = model.run_backbone(ids, mask, position_ids=positions_from_mask(mask), copy_alone=with_head).logits
         finally:
             backbone.copy_scale = 1.0
         return logits[..., backbone.gen_vocab_start:].unflatten(-1, factors).logsumexp(dim=others)

@@ -226,6 +226,9 @@ class TextCopy(nn.Module):
 
     With ``alone`` (``gen_copy_alone``) the null slot brings a learned value too (``null_value``): in
     the rows that take the digit from the pointer alone, it is what a slot reads when no word names it.
+    With ``from_image`` (``gen_copy_from_image``, hidden keys) the earlier image tokens are keys too, each
+    bringing its own pointed digit through ``value_code`` (starting as the identity): a patch can take
+    the colour of the patches of its object drawn before it, which no word names when the prompt has no colour.
 
     The tables start as N(0, 1) keys and zero values read through ``value_gain``: with the backbone's
     0.02-std initialisation and Adam's per-parameter step the attention stayed uniform and the values
@@ -235,7 +238,8 @@ class TextCopy(nn.Module):
     value_gain = 8.0
 
     def __init__(self, hidden_size: int, text_vocab_size: int, out_size: int, dim: int,
-                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids", alone: bool = False):
+                 values: str = "token-and-previous", other_size: int = 0, keys: str = "ids", alone: bool = False,
+                 from_image: bool = False):
         super().__init__()
         self.dim = dim
         self.hidden_keys = keys == "hidden"
@@ -246,6 +250,7 @@ class TextCopy(nn.Module):
         self.value_prev = None if values in ("token", "split-next") else nn.Embedding(text_vocab_size, out_size)
         self.value_next = nn.Embedding(text_vocab_size, other_size) if values == "split-next" else None
         self.null_value = nn.Parameter(torch.zeros(out_size)) if alone else None
+        self.value_code = nn.Embedding(out_size, out_size) if from_image else None
 
     def reset_tables(self) -> None:
         if self.hidden_keys:  # unit-variance queries and keys from RMS-normed states
@@ -256,16 +261,22 @@ class TextCopy(nn.Module):
         for table in (self.value, self.value_prev, self.value_next):
             if table is not None:
                 nn.init.zeros_(table.weight)
+        if self.value_code is not None:  # an image key brings its own digit (times value_gain)
+            with torch.no_grad():
+                self.value_code.weight.copy_(torch.eye(self.value_code.weight.shape[0]))
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, visible: torch.Tensor, allowed: torch.Tensor,
-                key_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                key_states: torch.Tensor | None = None,
+                image: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x [B, T, D]`` queries; ``ids [B, S]`` ids of all keys (clamped into the text vocabulary;
         ``S >= T``, the last ``T`` are the queries' own tokens); ``visible [B, S]`` the visible text
         tokens; ``allowed [B, T, S]`` which keys each query may read (visible, not later than itself);
         ``key_states [B, S, D]`` the final hidden states of all keys (``keys = "hidden"`` only).
         Returns logits ``[B, T, out_size]`` to add to the pointed digit's head and, with ``"split-next"``,
         ``[B, T, other_size]`` for the other digit (else None). A token whose predecessor (successor) is
-        not visible text reads no ``value_prev`` (``value_next``)."""
+        not visible text reads no ``value_prev`` (``value_next``). ``image`` (``from_image`` only): each
+        key's pointed digit if it is an image token (-1 if not) ``[B, S]``, and which of them each query may
+        read ``[B, T, S]``."""
         q = self.query(x)
         if self.hidden_keys:
             if key_states is None:
@@ -277,6 +288,10 @@ class TextCopy(nn.Module):
             t, s_len = x.shape[1], ids.shape[1]
             own = torch.arange(s_len, device=ids.device)[None, :] == torch.arange(s_len - t, s_len, device=ids.device)[:, None]
             allowed = allowed & ~own
+        if self.value_code is not None:
+            if image is None:
+                raise BackboneInputError("gen_copy_from_image needs the image tokens' digits")
+            allowed = allowed | image[1]
         scores = q @ keys.transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
@@ -288,12 +303,18 @@ class TextCopy(nn.Module):
             values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
         if self.value is not None:
             values = values + self.value(ids)
+        if self.value_code is not None:
+            assert image is not None
+            is_image = (image[0] >= 0).unsqueeze(-1)
+            values = torch.where(is_image, self.value_code(image[0].clamp(min=0)), values)
         out = weights @ (values * self.value_gain).to(weights.dtype)
         if self.null_value is not None:
             out = out + null_weight * (self.null_value * self.value_gain).to(weights.dtype)
         if self.value_next is None:
             return out, None
         nxt, nxt_ok = _shifted(ids, visible, 1)
+        if image is not None:  # an image key brings nothing to the other digit
+            nxt_ok = nxt_ok & (image[0] < 0)
         other = self.value_next(nxt) * nxt_ok.unsqueeze(-1).to(self.value_next.weight.dtype)
         return out, weights @ (other * self.value_gain).to(weights.dtype)
 
@@ -397,7 +418,8 @@ class Mammoth2AR(nn.Module):
             self.copy = TextCopy(config.hidden_size, config.text_vocab_size, self.gen_factors[config.gen_copy_digit],
                                  config.gen_copy_dim, values=config.gen_copy_values,
                                  other_size=self.gen_factors[1 - config.gen_copy_digit] if len(self.gen_factors) == 2 else 0,
-                                 keys=config.gen_copy_keys, alone=config.gen_copy_alone)
+                                 keys=config.gen_copy_keys, alone=config.gen_copy_alone,
+                                 from_image=config.gen_copy_from_image)
         #: inference knob: the weight of :class:`TextCopy`'s added logits (1 in training); see ``Mammoth2Pipeline.generate``
         self.copy_scale = 1.0
         self.pointer = TextPointer(config.hidden_size, config.text_vocab_size, config.gen_copy_dim) if config.text_copy else None
@@ -497,6 +519,18 @@ class Mammoth2AR(nn.Module):
             visible = visible & key_mask
         return ids.clamp(max=self.text_vocab_size - 1), visible, causal[None] & visible[:, None, :]
 
+    def _image_digits(self, ids: torch.Tensor, key_mask: torch.Tensor | None,
+                      past_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For ``gen_copy_from_image``: the pointed digit of each key (cached + new ids ``[B, S]``) that is a
+        visible image token, -1 elsewhere, and ``[B, T, S]``: the image keys up to each new token itself."""
+        is_image = ids >= self.gen_vocab_start
+        if key_mask is not None:
+            is_image = is_image & key_mask
+        digit = mixed_radix_digits((ids - self.gen_vocab_start).clamp(min=0), self.gen_factors)[..., self.config.gen_copy_digit]
+        q_pos = torch.arange(past_len, ids.shape[1], device=ids.device)
+        causal = torch.arange(ids.shape[1], device=ids.device)[None, :] <= q_pos[:, None]
+        return torch.where(is_image, digit, -1), causal[None] & is_image[:, None, :]
+
     def _copy_alone(self, copy_alone: torch.Tensor | None, cache: KVCache | None, batch: int,
                     device: torch.device) -> torch.Tensor | None:
         """The rows whose pointed digit comes from the pointer alone (``gen_copy_alone``): those given,
@@ -584,7 +618,10 @@ class Mammoth2AR(nn.Module):
         if self.copy is not None or self.pointer is not None:
             keys = self._pointer_keys(input_ids, key_mask, cache, past_len)
             if self.copy is not None:
-                copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None)
+                image = self._image_digits(cache.token_ids if cache is not None else input_ids, key_mask, past_len) \
+                    if self.copy.value_code is not None else None
+                copied = self.copy(x, *keys, key_states=self._key_states(x, cache, past_len) if self.copy.hidden_keys else None,
+                                   image=image)
             if self.pointer is not None:
                 text_logits = self.pointer(x, text_logits, *keys).to(x.dtype)
         alone = self._copy_alone(copy_alone, cache, b, device)

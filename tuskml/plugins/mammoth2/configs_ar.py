@@ -100,6 +100,9 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
     #: null slot then brings a learned value (the background); the digit's own head serves edit rows only,
     #: so no head learns which colours went with which shape in text-to-image training
     gen_copy_alone: bool = False
+    #: the colour pointer also reads the earlier image tokens (needs gen_copy_keys = "hidden"): each brings its
+    #: own colour digit, so a patch can take the colour of its object's patches drawn before it
+    gen_copy_from_image: bool = False
     #: a pointer-generator on the text logits (``ar.TextPointer``): a gate mixes the text head with a
     #: copy of an earlier visible text token, found by a key on its predecessor's id (an induction
     #: head on ids), so a plan can copy "green triangle" from the prompt although no training text had it
@@ -111,6 +114,9 @@ class Mammoth2ARConfig(tuskml.BackboneConfig):
                              "it needs gen_head = 'factorized'")
         if self.gen_copy_alone and self.gen_copy_digit is None:
             raise ValueError("gen_copy_alone takes a digit from the colour pointer alone; it needs gen_copy_digit")
+        if self.gen_copy_from_image and (self.gen_copy_digit is None or self.gen_copy_keys != "hidden"):
+            raise ValueError("gen_copy_from_image makes image tokens keys of the colour pointer; it needs "
+                             "gen_copy_digit and gen_copy_keys = 'hidden' (image tokens have no id keys)")
         if any(f < 1 for f in self.gen_factors):
             raise ValueError(f"gen_factors must be positive radices, got {self.gen_factors}")
         if self.gen_factors and math.prod(self.gen_factors) != self.gen_vocab_size:
