@@ -156,9 +156,33 @@ def test_copy_alone_rows_take_the_digit_from_the_pointer_and_its_null_value_only
     torch.testing.assert_close(model(ids).logits, model(ids, copy_alone=torch.tensor([True, True])).logits)
 
 
+def test_from_image_makes_earlier_image_tokens_keys_that_bring_their_own_colour_digit():
+    model = _backbone(gen_copy_keys="hidden", gen_copy_values="previous", gen_copy_alone=True, gen_copy_from_image=True)
+    ids = _ids(model, 1, 4, 5, seed=2)
+    assert torch.equal(model.copy.value_code.weight, torch.eye(4))  # copying starts as the identity
+    with torch.no_grad():
+        model.copy.value_code.weight.normal_(0.0, 1.0)
+        out = model(ids, output_hidden_states=True)
+        x = out.hidden_states[-1]
+        got_a, got_b = _digits(model, out.logits)
+        copy = model.copy
+        q, k = copy.query(x[0]), copy.key(x[0])
+        colour = (ids[0] - model.gen_vocab_start) // 6  # token = colour * 6 + structure
+        for i in (3, 4, 6, 8):  # a text query, the first image token, and later ones reading the image before them
+            w = (torch.cat((q[i] @ copy.null_key[None].T, q[i] @ k[:i + 1].T)) * copy.dim ** -0.5).softmax(-1)
+            text = torch.cat((torch.zeros(1, 4), copy.value_prev(ids[0, :3])))  # values of the 4 text keys
+            image = copy.value_code(colour[4:i + 1])  # the image keys up to the query itself
+            values = torch.cat((text, image))[:i + 1]
+            want = (w[1:] @ values + w[0] * copy.null_value) * copy.value_gain
+            delta = got_a[0, i] - got_b[0, i, :1]
+            torch.testing.assert_close(delta - delta[0], want - want[0], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("overrides", [{}, {"gen_copy_keys": "hidden", "gen_copy_values": "token"},
                                        {"gen_copy_keys": "hidden", "gen_copy_values": "split-next"},
-                                       {"gen_copy_keys": "hidden", "gen_copy_values": "previous", "gen_copy_alone": True}])
+                                       {"gen_copy_keys": "hidden", "gen_copy_values": "previous", "gen_copy_alone": True},
+                                       {"gen_copy_keys": "hidden", "gen_copy_values": "split-next", "gen_copy_alone": True,
+                                        "gen_copy_from_image": True}])
 def test_kv_cached_decoding_with_left_padding_equals_full_recomputation(overrides):
     model = _backbone(**overrides)
     ids = _ids(model, 2, 5, 6, seed=1)
@@ -201,6 +225,9 @@ def test_config_errors_name_the_problem():
         Mammoth2ARConfig(gen_head="factorized", gen_factors=(4, 6), gen_vocab_size=24, gen_copy_alone=True)
     with pytest.raises(BackboneInputError, match="copy_alone needs a backbone with gen_copy_alone"):
         _backbone()(_ids(_backbone(), 1, 3, 1), copy_alone=torch.tensor([True]))
+    with pytest.raises(ValueError, match="gen_copy_from_image .* needs gen_copy_digit and gen_copy_keys = 'hidden'"):
+        Mammoth2ARConfig(gen_head="factorized", gen_factors=(4, 6), gen_vocab_size=24, gen_copy_digit=0,
+                         gen_copy_from_image=True)
     alone = _backbone(gen_copy_alone=True)
     with pytest.raises(BackboneInputError, match=r"copy_alone must be a bool tensor \[B=1\]"):
         alone(_ids(alone, 1, 3, 1), copy_alone=torch.tensor([1, 0]))

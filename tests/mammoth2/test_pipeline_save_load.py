@@ -23,7 +23,8 @@ def _outputs(pipe: Mammoth2Pipeline) -> tuple:
                                        {"visual_tokenizer": {"num_codebooks": 2, "codebook_size": 8},
                                         "backbone": {"gen_head": "factorized"}},
                                        {"backbone": {"gen_copy_digit": 0, "gen_copy_keys": "hidden", "gen_copy_values": "token",
-                                                     "gen_copy_alone": True, "text_copy": True}}],
+                                                     "gen_copy_alone": True, "gen_copy_from_image": True,
+                                                     "text_copy": True}}],
                          ids=["tiny", "swapped-parts", "product-vq-factorized-head", "pointers"])
 def test_save_load_gives_identical_outputs(tmp_path, overrides):
     torch.manual_seed(1)
