@@ -12,6 +12,9 @@ from tuskml.plugins.mammoth2.pipeline import GenerationResult, Mammoth2Pipeline,
 from tuskml.plugins.mammoth2.sequence import Role, collate, dropped_mask, positions_from_mask
 from tuskml.plugins.mammoth2.token_sampling import SamplingError
 
+#: backbone overrides of a ``tiny`` model without the colour pointer
+NO_POINTER = {"gen_copy_digit": None, "gen_copy_alone": False, "gen_copy_from_image": False}
+
 
 @pytest.fixture(scope="module")
 def pipe() -> Mammoth2Pipeline:
@@ -233,7 +236,7 @@ COLOUR_STRUCTURE = {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-s
                                          "colour_codebook_size": 4},
                     "backbone": {"gen_head": "factorized"}}
 FLAT = {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_size": 256, "code_dim": 8},
-        "backbone": {"gen_head": "flat"}}
+        "backbone": {"gen_head": "flat", **NO_POINTER}}  # the colour pointer needs a factorised head
 
 
 @pytest.mark.parametrize("factorized", [False, True], ids=["flat", "colour-structure"])
@@ -259,7 +262,8 @@ def test_cached_edit_sampling_with_source_hints_equals_full_recompute(factorized
         pad = torch.cat([batch.attention_mask, torch.ones_like(tokens, dtype=torch.bool)], dim=1)
         hid = torch.cat([hidden, torch.zeros_like(tokens, dtype=torch.bool)], dim=1)
         pos = positions_from_mask(pad)
-        logits = [model.run_backbone(ids, vis, position_ids=pos, source_hints=model.source_hint_ids(ids, roles, vis)).logits
+        logits = [model.run_backbone(ids, vis, position_ids=pos, source_hints=model.source_hint_ids(ids, roles, vis),
+                                     copy_alone=model.copy_alone_rows(roles)).logits
                   for vis in (pad, pad & ~hid)]
     guided = logits[1] + guidance * (logits[0] - logits[1])
     start, stop = lay.gen_vocab_start, lay.gen_vocab_start + lay.codebook_size
@@ -340,9 +344,10 @@ def test_plan_guidance_weighs_the_prompt_against_a_branch_without_it():
         pipe.generate("a red circle", plan_guidance=0.0)
 
 
-def test_pointer_scale_weighs_the_colour_pointer_and_needs_one(pipe):
+def test_pointer_scale_weighs_the_colour_pointer_and_needs_one():
+    plain = Mammoth2Pipeline(Mammoth2Model(load_preset("tiny", backbone=NO_POINTER)))
     with pytest.raises(Mammoth2InputError, match="pointer_scale=2.0 needs a backbone with a colour pointer"):
-        pipe.generate("a red circle", steps=1, pointer_scale=2.0)
+        plain.generate("a red circle", steps=1, pointer_scale=2.0)
     torch.manual_seed(0)
     pointed = Mammoth2Pipeline(Mammoth2Model(load_preset("tiny", backbone={"gen_copy_digit": 0, "gen_copy_keys": "hidden",
                                                                          "gen_copy_values": "token"})))

@@ -87,9 +87,7 @@ class KVCache:
                 out._keys[layer] = self._keys[layer].index_select(0, batch_index.to(self._keys[layer].device))
                 out._values[layer] = self._values[layer].index_select(0, batch_index.to(self._values[layer].device))
         out._lengths = list(self._lengths)
-        if self.key_mask is not None:
-            out.key_mask = self.key_mask.index_select(0, batch_index.to(self.key_mask.device))
-        for name in ("token_ids", "pointer_states", "copy_alone"):
+        for name in ("key_mask", "token_ids", "pointer_states", "copy_alone"):  # per-row state besides keys/values
             kept = getattr(self, name)
             if kept is not None:
                 setattr(out, name, kept.index_select(0, batch_index.to(kept.device)))

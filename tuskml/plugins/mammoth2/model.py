@@ -416,7 +416,8 @@ class Mammoth2Model(nn.Module):
         embedding added; ``image_slots`` (Long[B, T], -1 = none) must be given when the ids do not
         hold the ``[image_start]`` of their block (one-token decoding steps), else it is derived.
         With ``source_hints``, ``source_hints`` (Long[B, T] from :meth:`source_hint_ids`, -1 = none)
-        adds the edit source's hint embeddings; None adds none. ``copy_alone``: see :meth:`copy_alone_rows`."""
+        adds the edit source's hint embeddings; None adds none. ``copy_alone``: :meth:`copy_alone_rows` of the
+        rows' roles; pass it whenever the logits of edit rows matter (the backbone alone takes every row as text to image)."""
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
         extra = None
