@@ -196,6 +196,13 @@ class ARDecoderLayer(nn.Module):
         return x + self.mlp(h)
 
 
+def _up_to_self(total_len: int, past_len: int, device: torch.device) -> torch.Tensor:
+    """Bool ``[T, S]``: which of ``S = total_len`` keys (cached + new) each of the ``T`` new tokens may read:
+    those not later than itself."""
+    q_pos = torch.arange(past_len, total_len, device=device)
+    return torch.arange(total_len, device=device)[None, :] <= q_pos[:, None]
+
+
 def _shifted(ids: torch.Tensor, visible: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each key's predecessor (``step = -1``) or successor (``step = 1``): its id ``[B, S]`` and whether
     it is visible text (False past either end)."""
@@ -512,8 +519,7 @@ class Mammoth2AR(nn.Module):
                                          "(gen_copy_digit, text_copy); fill it with this backbone")
             ids = input_ids if not past_len else torch.cat((cache.token_ids, input_ids), dim=1)
             cache.token_ids = ids
-        q_pos = torch.arange(input_ids.shape[1], device=ids.device) + past_len
-        causal = torch.arange(ids.shape[1], device=ids.device)[None, :] <= q_pos[:, None]
+        causal = _up_to_self(ids.shape[1], past_len, ids.device)
         visible = ids < self.gen_vocab_start
         if key_mask is not None:
             visible = visible & key_mask
@@ -527,8 +533,7 @@ class Mammoth2AR(nn.Module):
         if key_mask is not None:
             is_image = is_image & key_mask
         digit = mixed_radix_digits((ids - self.gen_vocab_start).clamp(min=0), self.gen_factors)[..., self.config.gen_copy_digit]
-        q_pos = torch.arange(past_len, ids.shape[1], device=ids.device)
-        causal = torch.arange(ids.shape[1], device=ids.device)[None, :] <= q_pos[:, None]
+        causal = _up_to_self(ids.shape[1], past_len, ids.device)
         return torch.where(is_image, digit, -1), causal[None] & is_image[:, None, :]
 
     def _copy_alone(self, copy_alone: torch.Tensor | None, cache: KVCache | None, batch: int,
