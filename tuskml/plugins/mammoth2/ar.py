@@ -295,10 +295,12 @@ class TextCopy(nn.Module):
             t, s_len = x.shape[1], ids.shape[1]
             own = torch.arange(s_len, device=ids.device)[None, :] == torch.arange(s_len - t, s_len, device=ids.device)[:, None]
             allowed = allowed & ~own
+        image_digit = None
         if self.value_code is not None:
             if image is None:
                 raise BackboneInputError("gen_copy_from_image needs the image tokens' digits")
-            allowed = allowed | image[1]
+            image_digit, image_allowed = image
+            allowed = allowed | image_allowed
         scores = q @ keys.transpose(1, 2) * self.dim ** -0.5
         scores = scores.masked_fill(~allowed, float("-inf"))
         null = (q @ self.null_key.to(q.dtype)).unsqueeze(-1) * self.dim ** -0.5
@@ -310,18 +312,16 @@ class TextCopy(nn.Module):
             values = self.value_prev(prev) * prev_ok.unsqueeze(-1).to(self.value_prev.weight.dtype)
         if self.value is not None:
             values = values + self.value(ids)
-        if self.value_code is not None:
-            assert image is not None
-            is_image = (image[0] >= 0).unsqueeze(-1)
-            values = torch.where(is_image, self.value_code(image[0].clamp(min=0)), values)
+        if image_digit is not None:  # an image key brings its own digit through value_code
+            values = torch.where((image_digit >= 0).unsqueeze(-1), self.value_code(image_digit.clamp(min=0)), values)
         out = weights @ (values * self.value_gain).to(weights.dtype)
         if self.null_value is not None:
             out = out + null_weight * (self.null_value * self.value_gain).to(weights.dtype)
         if self.value_next is None:
             return out, None
         nxt, nxt_ok = _shifted(ids, visible, 1)
-        if image is not None:  # an image key brings nothing to the other digit
-            nxt_ok = nxt_ok & (image[0] < 0)
+        if image_digit is not None:  # an image key brings nothing to the other digit
+            nxt_ok = nxt_ok & (image_digit < 0)
         other = self.value_next(nxt) * nxt_ok.unsqueeze(-1).to(self.value_next.weight.dtype)
         return out, weights @ (other * self.value_gain).to(weights.dtype)
 
