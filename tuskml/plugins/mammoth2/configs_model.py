@@ -125,6 +125,15 @@ class Mammoth2Config(tuskml.ModelConfig):
     # words the model wrote, not a colour-and-shape conjunction among image tokens (a describe-then-
     # answer chain of thought; not in the paper). Probe 0.89 vs 0.69; joint 30-min run 0.70 vs 0.83
     describe_first: bool = False
+    # understanding: which of these words (e.g. the colour words) an answer writes is read from the
+    # asked image by a pointer (``model.AnswerPointer``): a query from the answer position scores the
+    # ViT tokens by their final hidden states, and each brings the words of its patch's VQ digit
+    # ``answer_pointer_digit`` (the colour digit of a colour-structure VQ) through a table on that
+    # digit. The text head still decides how much mass these words get together, the pointer alone
+    # which one: no head learns which colours went with which shape, so "what colour is the circle?"
+    # can answer a colour never seen on a circle. Empty: off. Needs a vision_encoder
+    answer_pointer_words: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    answer_pointer_digit: int = attrs.field(default=0, validator=_ge0)
     # training: at most this many image-making rows of a batch get the flow-matching loss (0: all).
     # The DiT mostly renders the plan it is given, while the AR must learn the plan itself; on the
     # tiny preset the aligner + DiT take ~75% of a step, so the AR can see several times more rows

@@ -240,7 +240,7 @@ class Mammoth2Pipeline:
 
     def _decode_loop(self, batch: TokenBatch, hidden: torch.Tensor | None, *, steps: int, guidance: float,
                      choose: Any, inputs_embeds: torch.Tensor | None = None,
-                     image_tokens: bool = False) -> Iterator[torch.Tensor]:
+                     image_tokens: bool = False, answer_shares: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """Prefill the prompt, then yield logits and take the next token from ``choose(step, logits)``.
 
         Rows are the batch (conditional) and, when ``guidance != 1``, a copy of the batch with
@@ -249,6 +249,8 @@ class Mammoth2Pipeline:
         ``image_tokens``: the prompt ends with ``[image_start]`` and step k feeds slot k of an image
         block (for ``visual_positions``), and an edit's source hints follow the fed slot. With the
         model's ``keep_gate``, a slot whose gate (conditional branch) is open takes the source's code.
+        ``answer_shares`` (``answer_pointer_words`` models, no CFG): :meth:`Mammoth2Model.answer_digit_shares`
+        of the prompts' ViT images; the pointer words' logits then come from the pointer.
         """
         model = self.model
         ids, pad_mask, roles = batch.input_ids, batch.attention_mask, batch.roles
@@ -265,12 +267,27 @@ class Mammoth2Pipeline:
             hints = model.source_hint_ids(ids, roles, visible)
             source = model.source_codes(ids, roles, visible)
         gated = source is not None and model.keep_gate is not None
+        pointed = answer_shares is not None
+        if pointed and use_cfg:
+            raise Mammoth2InputError("the answer pointer decodes without guidance")
+        states = gated or pointed
         positions = positions_from_mask(pad_mask)
         out = model.run_backbone(ids, visible, position_ids=positions, inputs_embeds=inputs_embeds, use_cache=True,
-                                 source_hints=hints, output_hidden_states=gated, copy_alone=model.copy_alone_rows(roles))
+                                 source_hints=hints, output_hidden_states=states, copy_alone=model.copy_alone_rows(roles))
         cache = out.past_key_values
         next_pos = positions[:, -1:] + 1
-        logits = out.logits[:, -1]
+        keys = None
+        if pointed:  # the ViT tokens' final states stay the pointer's keys for every step
+            final = out.hidden_states[-1]
+            keys = final[roles == int(Role.PLACEHOLDER)].view(final.shape[0], -1, final.shape[-1])
+
+        def last_logits(out: Any) -> torch.Tensor:
+            if not pointed:
+                return out.logits[:, -1]
+            return model.point_answer_words(out.logits[:, -1:], out.hidden_states[-1][:, -1:], roles, answer_shares,
+                                            key_states=keys)[:, 0]
+
+        logits = last_logits(out)
         rows = batch.input_ids.shape[0]
         for step in range(steps):
             guided = guided_logits(logits[:rows].float(), logits[rows:].float(), guidance) if use_cfg else logits.float()
@@ -287,10 +304,10 @@ class Mammoth2Pipeline:
                 hints = source[:, step + 1:step + 2] if step + 1 < source.shape[1] else torch.full_like(slots, -1)
             out = model.run_backbone(feed[:, None], torch.ones_like(feed[:, None], dtype=torch.bool),
                                      position_ids=next_pos, past_key_values=cache, use_cache=True,
-                                     image_slots=slots, source_hints=hints, output_hidden_states=gated)
+                                     image_slots=slots, source_hints=hints, output_hidden_states=states)
             cache = out.past_key_values
             next_pos = next_pos + 1
-            logits = out.logits[:, -1]
+            logits = last_logits(out)
 
     def _keep_source(self, token: torch.Tensor, final_hidden: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """``edit_keep_gate``: ``token`` (Long[B]), with the source's code (``source``, Long[B] hint
@@ -613,8 +630,9 @@ class Mammoth2Pipeline:
         answers: list[torch.Tensor] = []
         with self._autocast():
             embeds = self._vit_embeddings(batch.input_ids, batch.roles, pixels)
+            shares = model.answer_digit_shares(pixels) if model.answer_pointer is not None else None
             for token in self._decode_loop(batch, None, steps=max_new_tokens, guidance=1.0, choose=choose,
-                                           inputs_embeds=embeds):
+                                           inputs_embeds=embeds, answer_shares=shares):
                 answers.append(token)
                 if bool(done.all()):
                     break

@@ -316,6 +316,21 @@ class VQTokenizer(nn.Module):
         e, (b, h, w) = self._unit_latents(images)
         return self.quantize.nearest(e).view(b, h, w)
 
+    @torch.no_grad()
+    def encode_digit(self, images: torch.Tensor, digit: int) -> torch.Tensor:
+        """Digit ``digit`` of the code ids (the code of sub-codebook ``digit``) ``Long [B, h, w]``.
+        With ``groups = "colour-structure"`` the colour digit (0) comes from the colour branch alone,
+        ~30x cheaper than :meth:`encode` on the tiny preset (it skips the convolutional structure encoder)."""
+        if not 0 <= digit < len(self.codebook_factors):
+            raise VQInputError(f"digit {digit} out of range: the codes have {len(self.codebook_factors)} digit(s)")
+        if digit == 0 and isinstance(self.encoder, ColourStructureEncoder) and isinstance(self.quantize, ProductCodebook):
+            self._check_images(images)
+            z = self.encoder.colour(images)
+            b, d, h, w = z.shape
+            e = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, d), dim=-1)
+            return self.quantize.codebooks[0].nearest(e).view(b, h, w)
+        return mixed_radix_digits(self.encode(images), self.codebook_factors)[..., digit]
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, h*f, w*f]`` clamped to ``[-1, 1]`` from code ids ``[B, h, w]``."""
         if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.is_floating_point():
