@@ -101,6 +101,11 @@ class ShapesWorldConfig(tuskml.DatasetConfig):
     # "cell-phrases": the same with each cell first ("at bottom left a green triangle and ..."), so that a
     # phrase's words know their cell (for gen_copy_keys = "hidden")
     t2i_plan: Literal["layout", "phrases", "cell-phrases"] = "layout"
+    # what a ``describe_first`` model writes before an answer: "phrases", the objects of the asked shape
+    # as a caption writes them ("a blue circle at top left and ..."), or "cell-phrases", each cell first
+    # ("at top left a blue circle and ..."), so that the colour word is written after its cell and a
+    # pointer that reads it from the image (``answer_pointer_words``) knows where to look
+    description: Literal["phrases", "cell-phrases"] = "phrases"
     # train split only (the held-out benchmark stays as it is): the share of colour-attribution and
     # position prompts that name one shape twice ("a red circle left of a blue circle"), where a
     # colour can be bound to its object by the prompt's word order alone, not by which pairs were seen

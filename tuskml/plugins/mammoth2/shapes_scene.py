@@ -95,11 +95,13 @@ def plural(shape: str, n: int) -> str:
     return shape if n == 1 else shape + "s"
 
 
-def describe(scene: Scene, *, colours: bool = True) -> str:
+def describe(scene: Scene, *, colours: bool = True, cell_first: bool = False) -> str:
     """The canonical caption: objects in reading order, e.g. ``a red circle at top left and a blue
     square at bottom right``; ``nothing`` for an empty scene. ``colours=False`` leaves the colours
-    out (``a circle at top left and a square at bottom right``): the layout alone."""
-    parts = [f"a {o.name if colours else o.shape} at {CELLS[o.cell]}" for o in scene.objects]
+    out (``a circle at top left and a square at bottom right``): the layout alone. ``cell_first``
+    puts each cell before its object (``at top left a red circle and ...``)."""
+    parts = [f"at {CELLS[o.cell]} a {o.name if colours else o.shape}" if cell_first else
+             f"a {o.name if colours else o.shape} at {CELLS[o.cell]}" for o in scene.objects]
     return join_phrases(parts) if parts else "nothing"
 
 

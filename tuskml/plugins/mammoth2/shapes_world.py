@@ -72,6 +72,7 @@ class ShapesSample:
     edit_cell: int | None = None
     edit_plan: str = "layout"
     t2i_plan: str = "layout"
+    description_style: str = "phrases"
 
     @property
     def edit_region(self) -> np.ndarray | None:
@@ -141,12 +142,12 @@ class ShapesSample:
         """What a ``describe_first`` model writes before it answers this question: every object of the
         shape the question names, with its colour and cell ("where is the red triangle?": ``a blue
         triangle at top left and a red triangle at bottom right``), so that the answer is then found by
-        one word, the colour; the whole scene when the question names no shape (a caption)."""
+        one word, the colour; the whole scene when the question names no shape (a caption).
+        ``description_style = "cell-phrases"`` writes each cell first (``at top left a blue triangle``)."""
         words = set(self.text.replace("?", " ").split())
         named = [shape for shape in SHAPES if shape in words or plural(shape, 2) in words]
-        if len(named) != 1:
-            return describe(self.scene)
-        return describe(Scene(tuple(self.scene.find(named[0]))))
+        scene = self.scene if len(named) != 1 else Scene(tuple(self.scene.find(named[0])))
+        return describe(scene, cell_first=self.description_style == "cell-phrases")
 
 
 def to_tensor(image: np.ndarray) -> Any:
@@ -358,7 +359,8 @@ class ShapesWorld:
                                 source_scene=src, edit_cell=cell,
                                 edit_plan=self.config.edit_plan)
         scene, question, answer = random_question(rng, kind, j)
-        return ShapesSample("understanding", kind, question, render(scene, size), scene, answer=answer)
+        return ShapesSample("understanding", kind, question, render(scene, size), scene, answer=answer,
+                            description_style=self.config.description)
 
     def _shown(self, sample: ShapesSample) -> set[str]:
         shown = sample.scene.compositions()

@@ -1,0 +1,104 @@
+"""Answers of one trained run decoded twice: with the answer pointer (``answer_pointer_words``) and with the text head alone.
+
+    .venv/bin/python benchmarks/mammoth2/answer_pointer_diag.py RUN_DIR [--per-kind 96] [--split heldout] [--name N]
+
+The same weights answer the same questions both ways, so the difference is the pointer's alone (no training-trajectory
+noise). Colour questions are also split by whether the asked object is a held-out colour-shape pair. A run without
+the pointer is decoded by its head only. Prints a JSON object and, with --name, writes benchmarks/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from collections import defaultdict
+from typing import Any
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+KINDS = ("colour", "caption", "presence", "position", "count")
+
+
+def answers(pipe: Any, samples: list[Any], pointer: bool) -> list[str]:
+    """Greedy answers, with the pointer's split among its words or the text head's."""
+    import torch
+
+    from tuskml.plugins.mammoth2.configs_model import final_answer
+    from tuskml.plugins.mammoth2.pipeline import image_tensor
+    from tuskml.plugins.mammoth2.sequence import collate
+
+    model = pipe.model
+    tok = model.text_tokenizer
+    out: list[str] = []
+    for start in range(0, len(samples), 32):
+        chunk = samples[start:start + 32]
+        pixels = torch.stack([image_tensor(s.image, model.config.image_size) for s in chunk])
+        batch = collate([model.layout.understanding(tok.encode(s.text)) for s in chunk], model.special.pad,
+                        padding_side="left")
+        shares = model.answer_digit_shares(pixels) if pointer and model.answer_pointer is not None else None
+        eos, done, tokens = model.special.eos, torch.zeros(len(chunk), dtype=torch.bool), []
+        with torch.no_grad():
+            embeds = pipe._vit_embeddings(batch.input_ids, batch.roles, pixels)
+            for token in pipe._decode_loop(batch, None, steps=160, guidance=1.0, inputs_embeds=embeds, answer_shares=shares,
+                                           choose=lambda step, logits: logits[:, :model.layout.gen_vocab_start].argmax(-1)):
+                token = torch.where(done, torch.full_like(token, eos), token)
+                done |= token == eos
+                tokens.append(token)
+                if bool(done.all()):
+                    break
+        for row in torch.stack(tokens, 1).tolist():
+            text = tok.decode(row[: row.index(eos)] if eos in row else row)
+            out.append(final_answer(text) if model.config.describe_first else text)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir")
+    parser.add_argument("--per-kind", type=int, default=96)
+    parser.add_argument("--split", choices=("heldout", "train"), default="heldout")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="", help="results file name (none: print only)")
+    args = parser.parse_args()
+
+    import attrs
+    import torch
+
+    import tuskml
+    from tuskml.plugins.mammoth2.configs_train import TrainConfig
+    from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
+    from tuskml.plugins.mammoth2.geneval_mini import normalise_answer
+    from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
+    from tuskml.plugins.mammoth2.train import CONFIG_FILE
+
+    torch.set_num_threads(args.threads)
+    run = pathlib.Path(args.run_dir)
+    pipe = load_run_pipeline(run)
+    data = tuskml.load_config(run / CONFIG_FILE, TrainConfig).data
+    held = set(data.heldout_pairs)
+    ds = ShapesWorld(attrs.evolve(data, split=args.split, task="understanding"))
+    report: dict[str, Any] = {"run": str(run), "split": args.split, "per_kind": args.per_kind,
+                              "has_pointer": pipe.model.answer_pointer is not None}
+    for decode in ("pointer", "head"):
+        if decode == "pointer" and pipe.model.answer_pointer is None:
+            continue
+        acc: dict[str, Any] = {}
+        for kind in KINDS:
+            qs = [ds.sample(i, kind=kind) for i in range(args.per_kind)]
+            right = [normalise_answer(a) == normalise_answer(q.answer) for q, a in zip(qs, answers(pipe, qs, decode == "pointer"))]
+            acc[kind] = sum(right) / len(right)
+            if kind == "colour":  # was the asked object a held-out pair?
+                groups: dict[str, list[bool]] = defaultdict(list)
+                for q, ok in zip(qs, right):
+                    asked = f"{q.answer} {q.text.rstrip('?').split()[-1]}"
+                    groups["asked held-out" if asked in held else "asked seen"].append(ok)
+                acc["colour by asked pair"] = {g: f"{sum(v)}/{len(v)}" for g, v in sorted(groups.items())}
+        acc["overall"] = sum(acc[k] for k in KINDS) / len(KINDS)
+        report[decode] = acc
+    print(json.dumps(report, indent=2))
+    if args.name:
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
