@@ -148,6 +148,24 @@ def test_understanding_samples_carry_the_description_a_describe_first_model_writ
             assert plan == "nothing" or {w for w in plan.split() if w in SHAPES} == {shape}
 
 
+def test_cell_first_descriptions_write_each_cell_before_its_object():
+    scene = Scene((ShapeObject("square", "blue", 3), ShapeObject("circle", "red", 0)))
+    assert describe(scene, cell_first=True) == "at top left a red circle and at bottom right a blue square"
+    plain, cell_first = ShapesWorld(), ShapesWorld(ShapesWorldConfig(description="cell-phrases"))
+    for kind in QUESTION_KINDS:
+        for i in range(10):
+            a, b = (d.sample(i, task="understanding", kind=kind) for d in (plain, cell_first))
+            assert (a.text, a.answer) == (b.text, b.answer)  # the same questions and answers
+            if a.description() == "nothing":
+                assert b.description() == "nothing"
+                continue
+            # the same phrases, each "a <colour> <shape> at <cell>" turned into "at <cell> a <colour> <shape>"
+            phrases = [p.split(" at ") for p in a.description().replace(" and ", ", ").split(", ")]
+            assert b.description().replace(" and ", ", ").split(", ") == [f"at {cell} {obj}" for obj, cell in phrases]
+    with pytest.raises(tuskml.ConfigError, match="description"):
+        structure_config({"description": "cells"}, ShapesWorldConfig)
+
+
 @pytest.mark.parametrize("edit_plan", ["cell", "layout"])
 def test_image_samples_carry_a_colourless_plan_of_their_target(edit_plan):
     scene = Scene((ShapeObject("square", "blue", 3), ShapeObject("circle", "red", 0)))
