@@ -34,7 +34,7 @@ RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 VARIANTS = {
     "flat": {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_size": 256, "code_dim": 8},
              "backbone": {"gen_head": "flat", "gen_copy_digit": None, "gen_copy_alone": False, "gen_copy_from_image": False},
-             "vision_encoder": {"colour_split": False}},
+             "vision_encoder": {"colour_split": False}, "answer_pointer_words": []},
     "colour-structure": {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-structure", "codebook_size": 64,
                                               "colour_codebook_size": 16, "code_dim": 16},
                          "backbone": {"gen_head": "factorized"}, "vision_encoder": {"colour_split": True}},

@@ -236,7 +236,8 @@ COLOUR_STRUCTURE = {"visual_tokenizer": {"num_codebooks": 2, "groups": "colour-s
                                          "colour_codebook_size": 4},
                     "backbone": {"gen_head": "factorized"}}
 FLAT = {"visual_tokenizer": {"num_codebooks": 1, "groups": "learned", "codebook_size": 256, "code_dim": 8},
-        "backbone": {"gen_head": "flat", **NO_POINTER}}  # the colour pointer needs a factorised head
+        "backbone": {"gen_head": "flat", **NO_POINTER},  # the colour pointers need a factorised head / VQ
+        "answer_pointer_words": []}
 
 
 @pytest.mark.parametrize("factorized", [False, True], ids=["flat", "colour-structure"])

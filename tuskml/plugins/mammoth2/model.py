@@ -362,7 +362,8 @@ class Mammoth2Model(nn.Module):
         samples: list[Sample] = [TextToImageSample("a red square", image(), plan="a square at top left"),
                                  EditSample(image(), "make it blue", image(), plan="a square at top left")]
         if self.vision_encoder is not None:
-            samples.append(UnderstandingSample(image(), "how many circles?", "two"))
+            samples.append(UnderstandingSample(image(), "how many circles?", "two",
+                                               plan="at top left a red circle and at bottom right a blue circle"))
         return self.make_batch(samples)
 
     # --- the AR pass -----------------------------------------------------------------------------------
