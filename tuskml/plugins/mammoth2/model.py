@@ -482,28 +482,22 @@ class Mammoth2Model(nn.Module):
             mixed_radix_digits(self.visual_codes(images), self.answer_factors)[..., digit]
         return patch_digit_shares(digits, self.answer_factors[digit], self.answer_token_grid)
 
+    @staticmethod
+    def vit_states(states: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
+        """``states [B, T, D]`` at the ViT placeholders of ``roles`` -> ``[B, K, D]`` (every row has K of them)."""
+        return states[roles == int(Role.PLACEHOLDER)].view(states.shape[0], -1, states.shape[-1])
+
     def point_answer_words(self, logits: torch.Tensor, final_hidden: torch.Tensor, roles: torch.Tensor,
-                           shares: torch.Tensor, rows: torch.Tensor | None = None,
-                           key_states: torch.Tensor | None = None) -> torch.Tensor:
-        """``answer_pointer_words``: ``logits [B, T, V]`` with the pointer words' columns of ``rows`` (Bool[B],
-        default all) split by :class:`AnswerPointer`. ``final_hidden [B, T, D]`` holds the queries and, unless
+                           shares: torch.Tensor, key_states: torch.Tensor | None = None) -> torch.Tensor:
+        """``answer_pointer_words``: ``logits [B, T, V]`` (understanding rows) with the pointer words' columns
+        split by :class:`AnswerPointer`. ``final_hidden [B, T, D]`` holds the queries and, unless
         ``key_states [B, K, D]`` is given (decoding), the keys at the ViT placeholders of ``roles``;
         ``shares [B, K, C]`` from :meth:`answer_digit_shares`."""
         assert self.answer_pointer is not None
-        index = torch.arange(logits.shape[0], device=logits.device) if rows is None else rows.nonzero().squeeze(-1)
-        if not index.numel():
-            return logits
-        final = final_hidden[index]
-        if key_states is None:
-            slots = roles[index] == int(Role.PLACEHOLDER)
-            key_states = final[slots].view(index.numel(), -1, final.shape[-1])
-        else:
-            key_states = key_states[index]
+        keys = self.vit_states(final_hidden, roles) if key_states is None else key_states
         text = self.layout.gen_vocab_start
-        pointer = self.answer_pointer(final, key_states, shares[index])
-        row_logits = logits[index]
-        text_logits = pointer_word_logits(row_logits[..., :text], self.answer_word_ids, pointer)
-        return logits.index_copy(0, index, torch.cat((text_logits, row_logits[..., text:]), dim=-1))
+        pointer = self.answer_pointer(final_hidden, keys, shares)
+        return torch.cat((pointer_word_logits(logits[..., :text], self.answer_word_ids, pointer), logits[..., text:]), dim=-1)
 
     def answer_pointer_loss(self, final_hidden: torch.Tensor, roles: torch.Tensor, shares: torch.Tensor,
                             labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -522,8 +516,7 @@ class Mammoth2Model(nn.Module):
         if not bool((targets >= 0).any()):
             return final_hidden.sum() * 0.0
         final = final_hidden[index].detach()
-        keys = final[roles[index] == int(Role.PLACEHOLDER)].view(index.numel(), -1, final.shape[-1])
-        pointer = self.answer_pointer(final, keys, shares[index])
+        pointer = self.answer_pointer(final, self.vit_states(final, roles[index]), shares[index])
         return F.cross_entropy(pointer.reshape(-1, pointer.shape[-1]), targets.reshape(-1), ignore_index=-1)
 
     def copy_alone_rows(self, roles: torch.Tensor) -> torch.Tensor | None:

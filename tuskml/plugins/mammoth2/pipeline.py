@@ -278,8 +278,7 @@ class Mammoth2Pipeline:
         next_pos = positions[:, -1:] + 1
         keys = None
         if pointed:  # the ViT tokens' final states stay the pointer's keys for every step
-            final = out.hidden_states[-1]
-            keys = final[roles == int(Role.PLACEHOLDER)].view(final.shape[0], -1, final.shape[-1])
+            keys = model.vit_states(out.hidden_states[-1], roles)
 
         def last_logits(out: Any) -> torch.Tensor:
             if not pointed:
