@@ -20,36 +20,16 @@ KINDS = ("colour", "caption", "presence", "position", "count")
 
 
 def answers(pipe: Any, samples: list[Any], pointer: bool) -> list[str]:
-    """Greedy answers, with the pointer's split among its words or the text head's."""
-    import torch
-
-    from tuskml.plugins.mammoth2.configs_model import final_answer
-    from tuskml.plugins.mammoth2.pipeline import image_tensor
-    from tuskml.plugins.mammoth2.sequence import collate
-
+    """Greedy answers of ``pipe.ask``, with the pointer's split among its words or (the pointer taken out
+    for the call) the text head's."""
     model = pipe.model
-    tok = model.text_tokenizer
-    out: list[str] = []
-    for start in range(0, len(samples), 32):
-        chunk = samples[start:start + 32]
-        pixels = torch.stack([image_tensor(s.image, model.config.image_size) for s in chunk])
-        batch = collate([model.layout.understanding(tok.encode(s.text)) for s in chunk], model.special.pad,
-                        padding_side="left")
-        shares = model.answer_digit_shares(pixels) if pointer and model.answer_pointer is not None else None
-        eos, done, tokens = model.special.eos, torch.zeros(len(chunk), dtype=torch.bool), []
-        with torch.no_grad():
-            embeds = pipe._vit_embeddings(batch.input_ids, batch.roles, pixels)
-            for token in pipe._decode_loop(batch, None, steps=160, guidance=1.0, inputs_embeds=embeds, answer_shares=shares,
-                                           choose=lambda step, logits: logits[:, :model.layout.gen_vocab_start].argmax(-1)):
-                token = torch.where(done, torch.full_like(token, eos), token)
-                done |= token == eos
-                tokens.append(token)
-                if bool(done.all()):
-                    break
-        for row in torch.stack(tokens, 1).tolist():
-            text = tok.decode(row[: row.index(eos)] if eos in row else row)
-            out.append(final_answer(text) if model.config.describe_first else text)
-    return out
+    saved = model.answer_pointer
+    if not pointer:
+        model.answer_pointer = None  # ask() then decodes with the head alone
+    try:
+        return pipe.ask([s.image for s in samples], [s.text for s in samples], max_new_tokens=160)
+    finally:
+        model.answer_pointer = saved
 
 
 def main() -> None:
