@@ -9,13 +9,12 @@ the pointer is decoded by its head only. Prints a JSON object and, with --name, 
 
 from __future__ import annotations
 
-import argparse
 import json
-import pathlib
 from collections import defaultdict
 from typing import Any
 
-RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+from understanding_distractors import RESULTS, run_questions  # this folder is the script's sys.path[0]
+
 KINDS = ("colour", "caption", "presence", "position", "count")
 
 
@@ -33,31 +32,12 @@ def answers(pipe: Any, samples: list[Any], pointer: bool) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("run_dir")
-    parser.add_argument("--per-kind", type=int, default=96)
-    parser.add_argument("--split", choices=("heldout", "train"), default="heldout")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--name", default="", help="results file name (none: print only)")
-    args = parser.parse_args()
-
-    import attrs
-    import torch
-
-    import tuskml
-    from tuskml.plugins.mammoth2.configs_train import TrainConfig
-    from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
     from tuskml.plugins.mammoth2.geneval_mini import normalise_answer
-    from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
-    from tuskml.plugins.mammoth2.train import CONFIG_FILE
 
-    torch.set_num_threads(args.threads)
-    run = pathlib.Path(args.run_dir)
-    pipe = load_run_pipeline(run)
-    data = tuskml.load_config(run / CONFIG_FILE, TrainConfig).data
+    args, pipe, data, ds = run_questions(__doc__.splitlines()[0])
+    run = args.run_dir
     held = set(data.heldout_pairs)
-    ds = ShapesWorld(attrs.evolve(data, split=args.split, task="understanding"))
-    report: dict[str, Any] = {"run": str(run), "split": args.split, "per_kind": args.per_kind,
+    report: dict[str, Any] = {"run": run, "split": args.split, "per_kind": args.per_kind,
                               "has_pointer": pipe.model.answer_pointer is not None}
     for decode in ("pointer", "head"):
         if decode == "pointer" and pipe.model.answer_pointer is None:

@@ -31,8 +31,10 @@ def group(question: str, scene: Any) -> str:
     return "unique"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def run_questions(description: str) -> tuple[argparse.Namespace, Any, Any, Any]:
+    """The command line of an understanding diagnostic (``RUN_DIR [--per-kind] [--split] [--threads]
+    [--name]``) -> (args, the run's pipeline, its data config, its shapes world of questions on ``--split``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run_dir")
     parser.add_argument("--per-kind", type=int, default=96)
     parser.add_argument("--split", choices=("heldout", "train"), default="heldout")
@@ -46,15 +48,19 @@ def main() -> None:
     import tuskml
     from tuskml.plugins.mammoth2.configs_train import TrainConfig
     from tuskml.plugins.mammoth2.evaluate import load_run_pipeline
-    from tuskml.plugins.mammoth2.geneval_mini import normalise_answer
     from tuskml.plugins.mammoth2.shapes_world import ShapesWorld
     from tuskml.plugins.mammoth2.train import CONFIG_FILE
 
     torch.set_num_threads(args.threads)
     run = pathlib.Path(args.run_dir)
-    pipe = load_run_pipeline(run)
     data = tuskml.load_config(run / CONFIG_FILE, TrainConfig).data
-    ds = ShapesWorld(attrs.evolve(data, split=args.split, task="understanding"))
+    return args, load_run_pipeline(run), data, ShapesWorld(attrs.evolve(data, split=args.split, task="understanding"))
+
+
+def main() -> None:
+    from tuskml.plugins.mammoth2.geneval_mini import normalise_answer
+
+    args, pipe, _, ds = run_questions(__doc__.splitlines()[0])
     out: dict[str, dict[str, float]] = {}
     for kind in ("presence", "position"):
         qs = [ds.sample(i, kind=kind) for i in range(args.per_kind)]
@@ -67,7 +73,7 @@ def main() -> None:
             right["all"].append(ok)
         out[kind] = {g: sum(v) / len(v) for g, v in sorted(right.items())}
         out[kind].update({f"n {g}": len(v) for g, v in sorted(right.items())})
-    result = {"run": str(run), "split": args.split, "per_kind": args.per_kind, "accuracy": out}
+    result = {"run": args.run_dir, "split": args.split, "per_kind": args.per_kind, "accuracy": out}
     print(json.dumps(result, indent=2))
     if args.name:
         RESULTS.mkdir(parents=True, exist_ok=True)
