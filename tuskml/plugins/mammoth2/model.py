@@ -347,8 +347,11 @@ class Mammoth2Model(nn.Module):
         if self.vision_encoder is not None:
             out["understanding_images"] = torch.stack([t.float() for t in und])
             out["has_understanding"] = torch.tensor(has_und)
-            if self.answer_pointer is not None:  # the pointer's values: the asked images' VQ digits
-                out["understanding_shares"] = self.answer_digit_shares(out["understanding_images"].to(self.device))
+            asked = [i for i, s in enumerate(samples) if isinstance(s, UnderstandingSample)]
+            if self.answer_pointer is not None and asked:  # the pointer's values: the asked images' VQ digits
+                shares = self.answer_digit_shares(out["understanding_images"][asked].to(self.device))
+                out["understanding_shares"] = shares.new_zeros(len(samples), *shares.shape[1:]).index_copy(
+                    0, torch.tensor(asked, device=shares.device), shares)  # zeros in rows that ask nothing
         return {k: v.to(self.device) for k, v in out.items()}
 
     def example_inputs(self) -> dict[str, torch.Tensor]:
@@ -592,12 +595,13 @@ class Mammoth2Model(nn.Module):
             keep_loss = self.keep_loss(out.hidden_states[-1], hints, labels)
             ntp_loss = ntp_loss + keep_loss
 
-        if self.answer_pointer is not None and has_understanding is not None and bool(has_understanding.any()):
+        asked = has_understanding.bool() & ~has_source if has_understanding is not None else None
+        if self.answer_pointer is not None and asked is not None and bool(asked.any()):
             if understanding_shares is None:
                 raise Mammoth2InputError("this model has answer_pointer_words: pass understanding_shares "
                                          "(make_batch adds them)")
             ntp_loss = ntp_loss + self.answer_pointer_loss(out.hidden_states[-1], roles, understanding_shares, labels,
-                                                           has_understanding.bool() & ~has_source)
+                                                           asked)
 
         fm_loss = self._flow_matching_loss(out.hidden_states, roles, visible, target_images, has_target,
                                            source_images, has_source & ~drop_source, input_ids)
